@@ -1,0 +1,382 @@
+"""FABRIC attached to one UNet for one job.
+
+    fabric = Fabric(unet, references={LIKED: [...], DISLIKED: [...]}, schedule=Schedule(), ...)
+    fabric.attach()
+    try:
+        ... sample ...
+    finally:
+        fabric.detach()
+
+Attaching puts a forward pre-hook and a forward hook on the UNet and an instance `forward` on
+every attn1; nothing else is touched and detach removes exactly those. Per UNet call:
+
+1. The pre-hook reads the timestep, asks the host which reference set each row of the batch uses
+   (`rows`), and takes the schedule's weight for each set. Sets with weight 0 and rows without a
+   set cost nothing; if no row needs a set, the call runs untouched.
+2. For every needed set it runs a reference pass: the set's latents, noised to this timestep, go
+   through the UNet with the host's empty-prompt conditioning while each attn1 records its input.
+   The pass stops as soon as the last attn1 has recorded.
+3. The main pass runs; in each attn1, the rows of a set attend over [own tokens ; the set's
+   recorded tokens] with log(weight) on the reference keys (fabric.attention). Rows without a set
+   go through the host's own attention, unchanged.
+
+The host's attention implementation is called as `type(module).forward` at call time, so a webui
+that swaps CrossAttention.forward class-wide (every model load, every change of the attention
+optimisation setting) is always honoured for the untouched parts.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .attention import DEFAULT_MAX_LOGITS, weighted_attention
+from .layers import self_attention_layers
+from .noise import noised_latent
+from .references import LatentCache, Reference
+from .schedule import DISLIKED, LIKED, Schedule
+from .tokens import pool_tokens
+
+# Row -> name of the reference set it attends to, or None; None instead of a list: skip the call.
+RowSets = Callable[[int], Sequence[str | None] | None]
+# (module, hidden states [B, N, C]) -> (keys, values), both [B, N, inner]. The webui's hypernetworks
+# transform attention inputs here; the default is the layer's own projections.
+ProjectKV = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+_ATTACHED = "_fabric_attached"
+
+
+def cfg_halves(n_rows: int) -> list[str]:
+    """The plain CFG layout: first half cond rows (liked), second half uncond rows (disliked)."""
+    return [LIKED] * (n_rows // 2) + [DISLIKED] * (n_rows - n_rows // 2)
+
+
+def project_kv_default(module: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return module.to_k(hidden), module.to_v(hidden)
+
+
+class _ReferencePassDone(Exception):
+    """Raised by the last attn1 of a reference pass: the rest of the UNet is not needed."""
+
+
+@dataclass
+class _SetState:
+    hidden: torch.Tensor  # [1, M, C] recorded reference tokens of one set, flattened
+    bias: torch.Tensor  # [M] log(weight) of each of those tokens
+
+
+@dataclass
+class _Plan:
+    n_rows: int
+    groups: list[tuple[str, torch.Tensor]]  # (set, row indices) for rows that attend to a set
+    plain_rows: torch.Tensor | None  # rows that stay untouched
+    layers: list[dict[str, _SetState]]  # per attn1: the states of the sets in use
+
+
+class _LayerForward:
+    """The instance `forward` of one attn1 while FABRIC is attached."""
+
+    def __init__(self, fabric: "Fabric", index: int, module: nn.Module):
+        self.fabric = fabric
+        self.index = index
+        self.module = module
+
+    def host_forward(self, x, context=None, mask=None, **kwargs):
+        return type(self.module).forward(self.module, x, context=context, mask=mask, **kwargs)
+
+    def __call__(self, x, context=None, mask=None, **kwargs):
+        fabric = self.fabric
+        if fabric._recording is not None:
+            return fabric._record(self, x, context, mask, kwargs)
+        plan = fabric._plan
+        special = context is not None or mask is not None or kwargs.get("additional_tokens") is not None
+        special = special or bool(kwargs.get("n_times_crossframe_attn_in_self"))
+        if plan is None or special or x.shape[0] != plan.n_rows or fabric.failure is not None:
+            return self.host_forward(x, context=context, mask=mask, **kwargs)
+        try:
+            return fabric._inject(self, x, plan)
+        except Exception as error:  # a fault must not take the generation down
+            fabric._fail(error)
+            return self.host_forward(x, context=context, mask=mask, **kwargs)
+
+
+class Fabric:
+    """The FABRIC engine for one UNet and one job. See the module docstring."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        *,
+        references: Mapping[str, Sequence[Reference]],
+        schedule: Schedule,
+        alphas_cumprod: torch.Tensor,
+        reference_kwargs: Mapping[str, torch.Tensor] | None = None,
+        reference_concat: Callable[[int, int], torch.Tensor] | None = None,
+        rows: RowSets = cfg_halves,
+        latent_cache: LatentCache | None = None,
+        token_budget: int = 0,
+        reference_batch: int = 8,
+        project_kv: ProjectKV = project_kv_default,
+        upcast: bool = False,
+        max_logits: int = DEFAULT_MAX_LOGITS,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ):
+        """
+        references: set name -> references; the row sets name them (LIKED/DISLIKED in the webui).
+        alphas_cumprod: the model's [T] schedule; progress and noising are read from it.
+        reference_kwargs: UNet keyword inputs of the reference pass with batch 1, expanded to the
+            references: `context` (the empty prompt's crossattn) and, for SDXL, `y`.
+        reference_concat: (latent h, w) -> [1, c, h, w] extra input channels for UNets whose input
+            has more channels than the latent (inpainting models).
+        token_budget: at most this many reference tokens per set and layer (0: no limit); pooled.
+        reference_batch: references per UNet call of the reference pass; halved on out-of-memory.
+        """
+        self.unet = unet
+        self.references = {
+            name: sorted((r for r in refs if r.weight > 0), key=lambda r: (r.key, r.weight))
+            for name, refs in references.items()
+        }
+        self.schedule = schedule
+        self.alphas_cumprod = alphas_cumprod
+        self.reference_kwargs = dict(reference_kwargs or {})
+        self.reference_concat = reference_concat
+        self.rows = rows
+        self.latent_cache = latent_cache if latent_cache is not None else LatentCache()
+        self.token_budget = token_budget
+        self.reference_batch = max(1, reference_batch)
+        self.project_kv = project_kv
+        self.upcast = upcast
+        self.max_logits = max_logits
+        self.on_failure = on_failure
+        self.failure: BaseException | None = None
+        self.calls_with_feedback = 0
+        self.reference_passes = 0
+        self._layers = [_LayerForward(self, i, m) for i, (_, m) in enumerate(self_attention_layers(unet))]
+        self._handles: list = []
+        self._plan: _Plan | None = None
+        self._recording: list[torch.Tensor | None] | None = None
+
+    # -- attach / detach ---------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> "Fabric":
+        detach(self.unet)  # whatever a failed job may have left
+        if not self._layers:
+            raise ValueError("FABRIC: this UNet has no self-attention layers (attn1) to attach to")
+        for layer in self._layers:
+            layer.module.forward = layer
+        self._handles.append(self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
+        self._handles.append(_register_after_hook(self.unet, self._after_unet))
+        setattr(self.unet, _ATTACHED, self)
+        return self
+
+    def detach(self) -> None:
+        """Remove every hook and instance attribute; idempotent."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for layer in self._layers:
+            if layer.module.__dict__.get("forward") is layer:
+                del layer.module.forward
+        if self.unet.__dict__.get(_ATTACHED) is self:
+            delattr(self.unet, _ATTACHED)
+        self._plan = None
+        self._recording = None
+
+    def __enter__(self) -> "Fabric":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    # -- per UNet call -----------------------------------------------------------------------
+
+    def _before_unet(self, unet, args, kwargs):
+        self._plan = None
+        if self._recording is not None or self.failure is not None:
+            return None
+        try:
+            self._plan = self._make_plan(args, kwargs)
+        except Exception as error:
+            self._fail(error)
+        return None
+
+    def _after_unet(self, *_):
+        self._plan = None
+
+    def _fail(self, error: BaseException) -> None:
+        self._plan = None
+        self._recording = None
+        if self.failure is None:
+            self.failure = error
+            if self.on_failure is not None:
+                self.on_failure(error)
+            else:
+                warnings.warn(f"FABRIC disabled for the rest of this job: {error!r}", RuntimeWarning)
+
+    def _make_plan(self, args, kwargs) -> _Plan | None:
+        x = args[0] if args else kwargs["x"]
+        timesteps = args[1] if len(args) > 1 else kwargs.get("timesteps")
+        if timesteps is None:
+            return None
+        row_sets = self.rows(x.shape[0])
+        if row_sets is None:
+            return None
+        if len(row_sets) != x.shape[0]:
+            raise ValueError(f"FABRIC: {len(row_sets)} row roles for a batch of {x.shape[0]}")
+        t_value = float(timesteps.flatten()[0])
+        weights = self.schedule.weights(t_value, len(self.alphas_cumprod))
+        wanted: dict[str, list[int]] = {}
+        plain: list[int] = []
+        for row, name in enumerate(row_sets):
+            if name is not None and weights.get(name, 0.0) > 0 and self.references.get(name):
+                wanted.setdefault(name, []).append(row)
+            else:
+                plain.append(row)
+        if not wanted:
+            return None
+        layers: list[dict[str, _SetState]] = [{} for _ in self._layers]
+        for name in wanted:
+            recorded = self._reference_pass(name, x, timesteps)
+            refs = self.references[name]
+            for index, hidden in enumerate(recorded):
+                layers[index][name] = self._set_state(hidden, refs, weights[name], x)
+        self.calls_with_feedback += 1
+        device = x.device
+        groups = [(name, torch.tensor(rows, device=device)) for name, rows in wanted.items()]
+        plain_rows = torch.tensor(plain, device=device) if plain else None
+        return _Plan(x.shape[0], groups, plain_rows, layers)
+
+    def _set_state(self, hidden: torch.Tensor, refs: list[Reference], weight: float, x: torch.Tensor) -> _SetState:
+        """[R, N, C] recorded tokens -> one flattened key sequence with its log-weight bias."""
+        log_pool = 0.0
+        if self.token_budget > 0 and hidden.shape[0] * hidden.shape[1] > self.token_budget:
+            hidden, log_pool = pool_tokens(hidden, self.token_budget, tuple(x.shape[-2:]))
+        per_token = hidden.shape[1]
+        log_weights = torch.tensor([math.log(weight * r.weight) + log_pool for r in refs], dtype=torch.float32)
+        bias = log_weights.repeat_interleave(per_token).to(device=hidden.device)
+        return _SetState(hidden.reshape(1, -1, hidden.shape[-1]), bias)
+
+    # -- reference pass ----------------------------------------------------------------------
+
+    def reference_latents(self, name: str, height: int, width: int) -> list[torch.Tensor]:
+        """The clean latents of a set at a latent size (encoded once, then cached)."""
+        return [self.latent_cache.latent(r, height, width) for r in self.references[name]]
+
+    def _reference_pass(self, name: str, x: torch.Tensor, timesteps: torch.Tensor) -> list[torch.Tensor]:
+        refs = self.references[name]
+        height, width = x.shape[-2:]
+        t_value = float(timesteps.flatten()[0])
+        latents = self.reference_latents(name, height, width)
+        z = torch.stack(
+            [noised_latent(l.to(x.device), r.key, t_value, self.alphas_cumprod) for l, r in zip(latents, refs)]
+        ).to(x.dtype)
+        if self.reference_concat is not None:
+            extra = self.reference_concat(height, width).to(device=x.device, dtype=x.dtype)
+            z = torch.cat([z, extra.expand(len(refs), *extra.shape[1:])], dim=1)
+        if z.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"FABRIC: the UNet takes {x.shape[1]} input channels, the references have {z.shape[1]}"
+            )
+        t_ref = timesteps.flatten()[:1].expand(len(refs))
+        kwargs = {k: v.to(x.device).expand(len(refs), *v.shape[1:]) for k, v in self.reference_kwargs.items()}
+        batch = self.reference_batch
+        while True:
+            try:
+                return self._run_reference_chunks(z, t_ref, kwargs, batch)
+            except torch.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)
+                self.reference_batch = batch
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    def _run_reference_chunks(self, z, t_ref, kwargs, batch: int) -> list[torch.Tensor]:
+        chunks: list[list[torch.Tensor]] = [[] for _ in self._layers]
+        forward = type(self.unet).forward
+        for begin in range(0, z.shape[0], batch):
+            end = min(begin + batch, z.shape[0])
+            self._recording = [None] * len(self._layers)
+            try:
+                forward(self.unet, z[begin:end], t_ref[begin:end], **{k: v[begin:end] for k, v in kwargs.items()})
+            except _ReferencePassDone:
+                pass
+            finally:
+                recorded, self._recording = self._recording, None
+            self.reference_passes += 1
+            for index, hidden in enumerate(recorded):
+                if hidden is None:
+                    raise RuntimeError(f"FABRIC: self-attention layer {index} was not called by the reference pass")
+                chunks[index].append(hidden)
+        return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in chunks]
+
+    def _record(self, layer: _LayerForward, x, context, mask, kwargs):
+        recording = self._recording
+        recording[layer.index] = x.detach()
+        out = layer.host_forward(x, context=context, mask=mask, **kwargs)
+        if all(hidden is not None for hidden in recording):
+            raise _ReferencePassDone
+        return out
+
+    # -- main pass ---------------------------------------------------------------------------
+
+    def _inject(self, layer: _LayerForward, x: torch.Tensor, plan: _Plan) -> torch.Tensor:
+        module = layer.module
+        states = plan.layers[layer.index]
+        single = len(plan.groups) == 1 and plan.plain_rows is None
+        out = None if single else torch.empty_like(x)
+        if plan.plain_rows is not None:
+            out.index_copy_(0, plan.plain_rows, layer.host_forward(x.index_select(0, plan.plain_rows)))
+        for name, rows in plan.groups:
+            rows_x = x if single else x.index_select(0, rows)
+            result = self._attend(module, rows_x, states[name])
+            if single:
+                return result
+            out.index_copy_(0, rows, result)
+        return out
+
+    def _attend(self, module: nn.Module, x: torch.Tensor, state: _SetState) -> torch.Tensor:
+        batch, n_tokens, _ = x.shape
+        heads = module.heads
+        q = module.to_q(x)
+        k, v = self.project_kv(module, x)
+        ref_k, ref_v = self.project_kv(module, state.hidden.to(x.dtype))
+        k = torch.cat([k, ref_k.expand(batch, -1, -1)], dim=1)
+        v = torch.cat([v, ref_v.expand(batch, -1, -1)], dim=1)
+        bias = torch.cat([state.bias.new_zeros(n_tokens), state.bias])
+        q, k, v = (t.view(batch, t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
+        dtype = q.dtype
+        if self.upcast and dtype in (torch.float16, torch.bfloat16):
+            q, k, v = q.float(), k.float(), v.float()
+        out = weighted_attention(q, k, v, bias, max_logits=self.max_logits).to(dtype)
+        out = out.transpose(1, 2).reshape(batch, n_tokens, -1)
+        return module.to_out(out)
+
+
+def _register_after_hook(module: nn.Module, hook):
+    try:  # torch >= 2.1 can call it also when the forward raises
+        return module.register_forward_hook(hook, always_call=True)
+    except TypeError:
+        return module.register_forward_hook(hook)
+
+
+def attached(unet: nn.Module) -> Fabric | None:
+    return unet.__dict__.get(_ATTACHED)
+
+
+def detach(unet: nn.Module) -> None:
+    """Detach whatever FABRIC left on this UNet, including a Fabric whose job failed; idempotent."""
+    fabric = attached(unet)
+    if fabric is not None:
+        fabric.detach()
+    for _, module in self_attention_layers(unet):
+        if isinstance(module.__dict__.get("forward"), _LayerForward):
+            del module.forward

@@ -1,0 +1,373 @@
+"""The engine on the real ldm UNet (and sgm's transformer blocks)."""
+import pytest
+import torch
+from torch import nn
+
+import fabric
+from engine_support import (
+    CONTEXT_DIM,
+    cfg_inputs,
+    make_fabric,
+    reference,
+    sd15_unet,
+    small_unet,
+    with_sgm_blocks,
+)
+from fabric import DISLIKED, LIKED, Schedule
+from ldm.modules.attention import CrossAttention
+
+LIKED_REFS = [reference("aa11", 1), reference("bb22", 2, weight=1.5)]
+DISLIKED_REFS = [reference("cc33", 3)]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return small_unet(seed=0)
+
+
+def run(unet, x, t, context, fab=None):
+    with torch.no_grad():
+        if fab is None:
+            return unet(x, t, context=context)
+        with fab:
+            return unet(x, t, context=context)
+
+
+def module_snapshot(unet):
+    """Everything attach may touch: instance dicts, hooks, and the state dict."""
+    return [
+        (name, dict(m.__dict__), dict(m._forward_pre_hooks), dict(m._forward_hooks),
+         dict(m._forward_pre_hooks_with_kwargs), dict(m._forward_hooks_always_called))
+        for name, m in unet.named_modules()
+    ], {k: v.clone() for k, v in unet.state_dict().items()}
+
+
+def assert_same_snapshot(a, b):
+    modules_a, state_a = a
+    modules_b, state_b = b
+    assert [m[0] for m in modules_a] == [m[0] for m in modules_b]
+    for ma, mb in zip(modules_a, modules_b):
+        assert ma[1].keys() == mb[1].keys(), ma[0]
+        for key in ma[1]:
+            assert ma[1][key] is mb[1][key], (ma[0], key)
+        assert ma[2:] == mb[2:], ma[0]
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_finds_every_self_attention_layer(unet):
+    names = [name for name, _ in fabric.engine.self_attention_layers(unet)]
+    assert len(names) == 7 and all(name.endswith("transformer_blocks.0.attn1") for name in names)
+
+
+def test_feedback_changes_the_output(unet):
+    x, t, ctx = cfg_inputs()
+    vanilla = run(unet, x, t, ctx)
+    fab = make_fabric(unet, LIKED_REFS, DISLIKED_REFS)
+    out = run(unet, x, t, ctx, fab)
+    assert fab.calls_with_feedback == 1 and fab.reference_passes == 2
+    assert (out - vanilla).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "liked,disliked,schedule",
+    [
+        ([], [], Schedule()),  # no references
+        (LIKED_REFS, DISLIKED_REFS, Schedule(strength=0.0, min_strength=0.0)),  # all weights 0
+        (LIKED_REFS, DISLIKED_REFS, Schedule(start=0.9, end=1.0)),  # outside the window
+        ([reference("zz", 9, weight=0.0)], [], Schedule()),  # per-image weight 0
+    ],
+)
+def test_nothing_to_do_is_bit_identical(unet, liked, disliked, schedule):
+    x, t, ctx = cfg_inputs(batch=2)
+    vanilla = run(unet, x, t, ctx)
+    fab = make_fabric(unet, liked, disliked, schedule=schedule)
+    assert torch.equal(run(unet, x, t, ctx, fab), vanilla)
+    assert fab.reference_passes == 0
+
+
+def test_disliked_set_does_not_touch_cond_rows_and_vice_versa(unet):
+    x, t, ctx = cfg_inputs(batch=2)
+    base = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    other_disliked = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, [reference("dd44", 4)]))
+    other_liked = run(unet, x, t, ctx, make_fabric(unet, [reference("ee55", 5)], DISLIKED_REFS))
+    assert torch.equal(base[:2], other_disliked[:2])
+    assert not torch.allclose(base[2:], other_disliked[2:])
+    assert torch.equal(base[2:], other_liked[2:])
+    assert not torch.allclose(base[:2], other_liked[:2])
+
+
+def test_rows_without_a_set_are_untouched(unet):
+    x, t, ctx = cfg_inputs(batch=2)
+    vanilla = run(unet, x, t, ctx)
+    out = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, [], rows=lambda n: [LIKED, None, None, None]))
+    assert not torch.allclose(out[0], vanilla[0])
+    torch.testing.assert_close(out[1:], vanilla[1:], rtol=0, atol=1e-5)
+
+
+def test_detach_restores_everything(unet):
+    before = module_snapshot(unet)
+    x, t, ctx = cfg_inputs()
+    fab = make_fabric(unet, LIKED_REFS, DISLIKED_REFS).attach()
+    assert fabric.attached(unet) is fab
+    with torch.no_grad():
+        unet(x, t, context=ctx)
+    fab.detach()
+    fab.detach()  # idempotent
+    assert fabric.attached(unet) is None
+    assert_same_snapshot(before, module_snapshot(unet))
+
+
+def test_detach_after_an_exception_in_the_middle_of_a_forward(unet):
+    before = module_snapshot(unet)
+    x, t, ctx = cfg_inputs()
+    vanilla = run(unet, x, t, ctx)
+    broken = unet.output_blocks[1]
+
+    def explode(*_):
+        raise RuntimeError("boom")
+
+    handle = broken.register_forward_pre_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    finally:
+        handle.remove()
+    assert_same_snapshot(before, module_snapshot(unet))
+    assert torch.equal(run(unet, x, t, ctx), vanilla)
+
+
+def test_a_job_that_never_detached_is_cleaned_by_the_next_attach(unet):
+    before = module_snapshot(unet)
+    make_fabric(unet, LIKED_REFS).attach()  # a failed job that never reached detach
+    fab = make_fabric(unet, LIKED_REFS).attach()
+    assert sum(len(m._forward_pre_hooks) for m in unet.modules()) == 1
+    fab.detach()
+    assert_same_snapshot(before, module_snapshot(unet))
+    make_fabric(unet, LIKED_REFS).attach()
+    fabric.detach(unet)  # what the webui script does at the start of a job and on unload
+    assert_same_snapshot(before, module_snapshot(unet))
+
+
+def test_fault_in_a_reference_disables_fabric_for_the_job(unet):
+    x, t, ctx = cfg_inputs()
+    vanilla = run(unet, x, t, ctx)
+
+    def broken_encoder(h, w):
+        raise OSError("corrupt image")
+
+    failures = []
+    fab = make_fabric(unet, [fabric.Reference("bad", broken_encoder)], on_failure=failures.append)
+    assert torch.equal(run(unet, x, t, ctx, fab), vanilla)
+    assert isinstance(fab.failure, OSError) and failures == [fab.failure]
+
+
+def einsum_attention(self, x, context=None, mask=None, **kwargs):
+    """Another attention implementation, as the webui installs class-wide."""
+    einsum_attention.calls += 1
+    h = self.heads
+    context = x if context is None else context
+    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+    q, k, v = (t.view(t.shape[0], t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
+    attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+    out = (attn @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+    return self.to_out(out)
+
+
+einsum_attention.calls = 0
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_injection_survives_a_class_wide_attention_swap(unet, monkeypatch, when):
+    x, t, ctx = cfg_inputs()
+    expected = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    if when == "before":
+        monkeypatch.setattr(CrossAttention, "forward", einsum_attention)
+    fab = make_fabric(unet, LIKED_REFS, DISLIKED_REFS).attach()
+    try:
+        if when == "after":
+            monkeypatch.setattr(CrossAttention, "forward", einsum_attention)
+        einsum_attention.calls = 0
+        with torch.no_grad():
+            out = unet(x, t, context=ctx)
+    finally:
+        fab.detach()
+    assert einsum_attention.calls > 0  # the host's implementation runs for everything else
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert "forward" not in CrossAttention.__dict__ or CrossAttention.__dict__["forward"] is einsum_attention
+
+
+def test_same_inputs_same_output_and_global_rng_untouched(unet):
+    x, t, ctx = cfg_inputs()
+    state = torch.get_rng_state()
+    a = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    b = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    assert torch.equal(a, b)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_a_rows_output_does_not_depend_on_the_other_rows(unet):
+    x2, t2, ctx2 = cfg_inputs(batch=2, seed=7)
+    pair = run(unet, x2, t2, ctx2, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    # image 1 alone: rows [cond_1, uncond_1]
+    x1, t1, ctx1 = x2[[1, 3]], t2[[1, 3]], ctx2[[1, 3]]
+    alone = run(unet, x1, t1, ctx1, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    torch.testing.assert_close(alone, pair[[1, 3]], rtol=1e-5, atol=1e-5)
+
+
+def test_reference_order_does_not_matter(unet):
+    x, t, ctx = cfg_inputs()
+    refs = [reference("k1", 1), reference("k2", 2, 0.5), reference("k3", 3, 2.0)]
+    a = run(unet, x, t, ctx, make_fabric(unet, refs, refs[:1]))
+    b = run(unet, x, t, ctx, make_fabric(unet, refs[::-1], refs[:1]))
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_per_image_weight_matters(unet):
+    x, t, ctx = cfg_inputs()
+    a = run(unet, x, t, ctx, make_fabric(unet, [reference("k1", 1, 1.0), reference("k2", 2, 1.0)]))
+    b = run(unet, x, t, ctx, make_fabric(unet, [reference("k1", 1, 1.0), reference("k2", 2, 3.0)]))
+    assert not torch.allclose(a[:1], b[:1])
+
+
+def test_recorded_states_are_the_attn1_inputs(unet):
+    """The reference pass records norm1's output, i.e. exactly what attn1 receives."""
+    refs = [reference("k1", 1)]
+    x, t, ctx = cfg_inputs()
+    fab = make_fabric(unet, refs, rows=lambda n: [LIKED] * n)
+    seen = []
+    blocks = [m for m in unet.modules() if hasattr(m, "attn1") and hasattr(m, "norm1")]
+    handles = [b.norm1.register_forward_hook(lambda m, i, o: seen.append(o.clone())) for b in blocks]
+    try:
+        with fab, torch.no_grad():
+            recorded = fab._reference_pass(LIKED, x[:1], t)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(recorded) == len(blocks)
+    for got, expected in zip(recorded, seen):
+        assert torch.equal(got, expected)
+
+
+def test_reference_pass_stops_after_the_last_attn1(unet):
+    calls = []
+    handle = unet.out.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        x, t, ctx = cfg_inputs()
+        run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    finally:
+        handle.remove()
+    assert calls == [1]  # the main pass only
+
+
+def test_reference_batches_give_the_same_states(unet):
+    x, t, ctx = cfg_inputs()
+    refs = [reference(f"r{i}", i) for i in range(5)]
+    a = run(unet, x, t, ctx, make_fabric(unet, refs, reference_batch=5))
+    fab = make_fabric(unet, refs, reference_batch=2)
+    b = run(unet, x, t, ctx, fab)
+    assert fab.reference_passes == 3 + 0  # only the liked set has references
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_out_of_memory_retries_with_smaller_reference_chunks(unet, monkeypatch):
+    x, t, ctx = cfg_inputs()
+    refs = [reference(f"r{i}", i) for i in range(4)]
+    expected = run(unet, x, t, ctx, make_fabric(unet, refs))
+    fab = make_fabric(unet, refs, reference_batch=4)
+    real = fab._run_reference_chunks
+
+    def tight_memory(z, t_ref, kwargs, batch):
+        if batch > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(z, t_ref, kwargs, batch)
+
+    monkeypatch.setattr(fab, "_run_reference_chunks", tight_memory)
+    out = run(unet, x, t, ctx, fab)
+    assert fab.failure is None and fab.reference_batch == 1
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_token_budget_bounds_reference_keys(unet):
+    x, t, ctx = cfg_inputs()
+    refs = [reference(f"r{i}", i) for i in range(4)]
+    fab = make_fabric(unet, refs, token_budget=64, rows=lambda n: [LIKED] * n)
+    with fab, torch.no_grad():
+        plan = fab._make_plan((x, t), {})
+    sizes = [layer[LIKED].hidden.shape[1] for layer in plan.layers]
+    assert max(sizes) <= 64 and sizes[0] < 4 * 16 * 16
+    out = run(unet, x, t, ctx, make_fabric(unet, refs, token_budget=64))
+    full = run(unet, x, t, ctx, make_fabric(unet, refs))
+    vanilla = run(unet, x, t, ctx)
+    # pooled feedback is an approximation of full feedback, much closer to it than to no feedback
+    assert (out - full).norm() < 0.5 * (full - vanilla).norm()
+
+
+def test_fractional_timesteps_and_half_precision_autocast(unet):
+    """The webui samples under autocast; k-diffusion passes fractional timesteps."""
+    x, t, ctx = cfg_inputs(t=613.37)
+    fab = make_fabric(unet, LIKED_REFS, DISLIKED_REFS)
+    with fab, torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = unet(x, t, context=ctx)
+    assert fab.failure is None and fab.calls_with_feedback == 1
+    full = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    vanilla = run(unet, x, t, ctx)
+    assert (out.float() - full).norm() < 0.2 * (full - vanilla).norm()
+
+
+def test_sgm_blocks_with_keyword_calls_and_y():
+    unet = with_sgm_blocks(small_unet(seed=3, y=True))
+    from imaginairy.modules.sgm.attention import CrossAttention as SgmCrossAttention
+
+    layers = fabric.engine.self_attention_layers(unet)
+    assert len(layers) == 7 and all(isinstance(m, SgmCrossAttention) for _, m in layers)
+    before = module_snapshot(unet)
+    x, t, ctx = cfg_inputs()
+    y = torch.randn(2, 1)
+    with torch.no_grad():
+        vanilla = unet(x, timesteps=t, context=ctx, y=y)
+        fab = make_fabric(unet, LIKED_REFS, DISLIKED_REFS)
+        fab.reference_kwargs["y"] = torch.zeros(1, 1)
+        with fab:
+            out = unet(x, timesteps=t, context=ctx, y=y)
+        nothing = make_fabric(unet, [], [])
+        with nothing:
+            same = unet(x, timesteps=t, context=ctx, y=y)
+    assert fab.reference_passes == 2 and (out - vanilla).abs().max() > 1e-3
+    assert torch.equal(same, vanilla)
+    assert_same_snapshot(before, module_snapshot(unet))
+
+
+def test_inpainting_unet_takes_extra_reference_channels():
+    unet = small_unet(seed=4, in_channels=9)
+    x, t, ctx = cfg_inputs()
+    x = torch.cat([x, torch.ones(2, 5, 16, 16)], dim=1)
+    vanilla = run(unet, x, t, ctx)
+    missing = make_fabric(unet, LIKED_REFS, on_failure=lambda e: None)
+    assert torch.equal(run(unet, x, t, ctx, missing), vanilla)
+    assert "input channels" in str(missing.failure)
+    fab = make_fabric(unet, LIKED_REFS, reference_concat=lambda h, w: torch.ones(1, 5, h, w))
+    assert not torch.allclose(run(unet, x, t, ctx, fab), vanilla) and fab.failure is None
+
+
+def test_full_size_sd15_unet_smoke():
+    unet = sd15_unet()
+    assert len(fabric.engine.self_attention_layers(unet)) == 16
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=g).repeat(2, 1, 1, 1)
+    ctx = torch.randn(2, 77, 768, generator=g)
+    t = torch.full((2,), 500.0)
+    refs = [reference("a", 1), reference("b", 2)]
+    with torch.no_grad():
+        vanilla = unet(x, t, context=ctx)
+        fab = fabric.Fabric(
+            unet,
+            references={LIKED: refs[:1], DISLIKED: refs[1:]},
+            schedule=Schedule(),
+            alphas_cumprod=__import__("engine_support").alphas_cumprod(),
+            reference_kwargs={"context": torch.zeros(1, 77, 768)},
+        )
+        with fab:
+            out = unet(x, t, context=ctx)
+    assert fab.reference_passes == 2 and torch.isfinite(out).all()
+    assert (out - vanilla).abs().max() > 1e-3
