@@ -286,7 +286,10 @@ class Fabric:
                 f"FABRIC: the UNet takes {x.shape[1]} input channels, the references have {z.shape[1]}"
             )
         t_ref = timesteps.flatten()[:1].expand(len(refs))
-        kwargs = {k: v.to(x.device).expand(len(refs), *v.shape[1:]) for k, v in self.reference_kwargs.items()}
+        kwargs = {
+            k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype).expand(len(refs), *v.shape[1:])
+            for k, v in self.reference_kwargs.items()
+        }
         batch = self.reference_batch
         while True:
             try:
