@@ -1,0 +1,135 @@
+"""FABRIC through /sdapi/v1/txt2img and img2img in a real webui."""
+import json
+
+import pytest
+
+from conftest import gradient, pixels, png_base64
+
+LIKED = png_base64(gradient(1))
+DISLIKED = png_base64(gradient(2))
+
+
+def fabric_args(**named):
+    return {"FABRIC": {"args": [{"enabled": True, "liked": [LIKED], "disliked": [DISLIKED], **named}]}}
+
+
+def images(result):
+    return [pixels(b64) for b64 in result["images"]]
+
+
+def infotext(result, index=0):
+    return json.loads(result["info"])["infotexts"][index]
+
+
+@pytest.fixture(scope="module")
+def vanilla(webui):
+    return images(webui.generate({}))
+
+
+def test_default_is_off_and_byte_identical(webui, vanilla):
+    assert images(webui.generate({"alwayson_scripts": {"FABRIC": {"args": []}}})) == vanilla
+    assert images(webui.generate({"alwayson_scripts": {"FABRIC": {"args": [{"enabled": False, "liked": [LIKED]}]}}})) == vanilla
+
+
+@pytest.mark.parametrize("named", [{"liked": [], "disliked": []}, {"strength": 0.0, "min_strength": 0.0}])
+def test_nothing_to_do_is_byte_identical(webui, vanilla, named):
+    assert images(webui.generate({"alwayson_scripts": fabric_args(**named)})) == vanilla
+
+
+def test_feedback_changes_the_image_and_is_reproducible(webui, vanilla):
+    first = webui.generate({"alwayson_scripts": fabric_args()})
+    assert images(first) != vanilla
+    assert images(webui.generate({"alwayson_scripts": fabric_args()})) == images(first)
+    text = infotext(first)
+    assert "FABRIC strength: 0.8" in text and "FABRIC liked" in text
+    assert images(webui.generate({})) == vanilla  # a job after a FABRIC job
+
+
+def test_batch_image_equals_its_seed_alone(webui):
+    batch = images(webui.generate({"batch_size": 2, "alwayson_scripts": fabric_args()}))
+    alone = images(webui.generate({"seed": 1235, "alwayson_scripts": fabric_args()}))
+    assert batch[1] == alone[0]
+
+
+SAMPLERS = ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE", "DDIM", "PLMS", "UniPC", "LCM"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler(webui, sampler):
+    plain = images(webui.generate({"sampler_name": sampler}))
+    with_feedback = webui.generate({"sampler_name": sampler, "alwayson_scripts": fabric_args()})
+    assert images(with_feedback) != plain
+    assert "FABRIC" in infotext(with_feedback) and "FABRIC error" not in infotext(with_feedback)
+
+
+LONG_PROMPT = ", ".join(["a very detailed painting of a cat"] * 12)
+
+PATTERNS = {
+    "batch_cond_uncond off": {"override_settings": {"batch_cond_uncond": False}, "batch_size": 2},
+    "long prompt: cond and uncond in separate calls": {"prompt": LONG_PROMPT},
+    "AND prompts": {"prompt": "a cat AND a dog:0.5", "batch_size": 2,
+                    "override_settings": {"batch_cond_uncond": False}},
+    "negative guidance minimum sigma": {"s_min_uncond": 5.0},
+    "NGMS all steps": {"s_min_uncond": 5.0, "override_settings": {"s_min_uncond_all": True}},
+    "skip early CFG": {"override_settings": {"skip_early_cond": 0.5}},
+    "batch count": {"n_iter": 2},
+    "token merging": {"override_settings": {"token_merging_ratio": 0.5}},
+}
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_call_patterns(webui, pattern):
+    payload = PATTERNS[pattern]
+    plain = images(webui.generate(payload))
+    with_feedback = webui.generate({**payload, "alwayson_scripts": fabric_args()})
+    assert images(with_feedback) != plain
+    assert "FABRIC error" not in infotext(with_feedback)
+    assert images(webui.generate(payload)) == plain
+
+
+@pytest.mark.parametrize("optimization", ["Doggettx", "sub-quadratic", "V1", "InvokeAI", "None", "sdp-no-mem", "sdp"])
+def test_attention_optimizations(webui, optimization):
+    settings = {"override_settings": {"cross_attention_optimization": optimization}}
+    plain = images(webui.generate(settings))
+    with_feedback = webui.generate({**settings, "alwayson_scripts": fabric_args()})
+    assert images(with_feedback) != plain and "FABRIC error" not in infotext(with_feedback)
+    assert images(webui.generate(settings)) == plain
+
+
+def test_hires_fix(webui):
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.6,
+             "hr_second_pass_steps": 2}
+    plain = images(webui.generate(hires))
+    first_pass_only = images(webui.generate({**hires, "alwayson_scripts": fabric_args()}))
+    both = images(webui.generate({**hires, "alwayson_scripts": fabric_args(hires=True)}))
+    assert len({plain[0], first_pass_only[0], both[0]}) == 3
+
+
+def test_img2img_and_inpainting(webui):
+    init = png_base64(gradient(5))
+    payload = {"init_images": [init], "denoising_strength": 0.75}
+    plain = images(webui.generate(payload, kind="img2img"))
+    assert images(webui.generate({**payload, "alwayson_scripts": fabric_args()}, kind="img2img")) != plain
+    from PIL import Image
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    inpaint = {**payload, "mask": png_base64(mask), "inpainting_fill": 1}
+    plain = images(webui.generate(inpaint, kind="img2img"))
+    assert images(webui.generate({**inpaint, "alwayson_scripts": fabric_args()}, kind="img2img")) != plain
+
+
+def test_infotext_field_restores_the_settings(webui):
+    first = webui.generate({"alwayson_scripts": fabric_args(strength=0.6)})
+    text = infotext(first)
+    again = webui.generate({"infotext": text, "alwayson_scripts": {"FABRIC": {"args": [{"enabled": True}]}}})
+    assert images(again) == images(first)
+
+
+def test_sdxl(webui):
+    if not webui.sdxl:
+        pytest.skip("FABRIC_WEBUI_SDXL is not set")
+    plain = images(webui.generate({"steps": 2}, model=webui.sdxl))
+    with_feedback = webui.generate({"steps": 2, "alwayson_scripts": fabric_args()}, model=webui.sdxl)
+    assert images(with_feedback) != plain and "FABRIC error" not in infotext(with_feedback)
+    assert images(webui.generate({"steps": 2}, model=webui.sdxl)) == plain
