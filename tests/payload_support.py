@@ -61,3 +61,11 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def temp_files(root: Path) -> list[str]:
     return [name for name in tree(root) if Path(name).name.startswith(".tmp-")]
+
+
+def noise(size=(64, 64), seed: int = 0) -> Image.Image:
+    """An RGB picture of random pixels: it does not compress, so its PNG is about w*h*3 bytes."""
+    import random
+
+    rng = random.Random(seed)
+    return Image.frombytes("RGB", size, bytes(rng.getrandbits(8) for _ in range(size[0] * size[1] * 3)))
