@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -222,7 +223,8 @@ class _Parser:
             loc = (lambda name: f"{prefix}[0].{name}") if prefix else (lambda name: name)
             for key in named:
                 if key not in DEFAULTS:
-                    raise FabricInputError(loc(key) if isinstance(key, str) else loc("?"), _unknown_key(key, POSITIONAL_ORDER))
+                    where = _key_loc(f"{prefix}[0]" if prefix else "", key)
+                    raise FabricInputError(where, _unknown_key(key, POSITIONAL_ORDER))
             raw = {name: named.get(name) for name in POSITIONAL_ORDER}
         else:
             if len(args) > len(POSITIONAL_ORDER):
@@ -293,9 +295,7 @@ class _Parser:
         if isinstance(item, Mapping):
             for key in item:
                 if key not in _ENTRY_KEYS:
-                    raise FabricInputError(
-                        f"{where}.{key}" if isinstance(key, str) else where, _unknown_key(key, ("image", "weight"))
-                    )
+                    raise FabricInputError(_key_loc(where, key), _unknown_key(key, ("image", "weight")))
             if "image" in item and "id" in item:
                 raise FabricInputError(where, 'give the picture as "image" or as "id", not both')
             if "id" in item:
@@ -514,6 +514,19 @@ def _check_int(value: Any, where: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise FabricInputError(where, f"must be between {low} and {high}, not {_short(value)}")
     return int(value)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def _key_loc(base: str, key: Any) -> str:
+    """The location of ``key`` under ``base``: ``base.key``, or ``base["odd key"]``."""
+    if not isinstance(key, str):
+        return base or "args[0]"
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{base}.{key}" if base else key
+    shown = key if len(key) <= 40 else key[:37] + "..."
+    return f"{base}[{json.dumps(shown)}]"
 
 
 def _unknown_key(key: Any, valid: Sequence[str]) -> str:
