@@ -44,6 +44,7 @@ _FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IMAGE_MAGIC = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", b"BM")
 
+_MAX_DATA_URL_HEADER = 256
 _NEVER_READ = "paths and URLs are never read: send the image as base64"
 
 
@@ -62,6 +63,10 @@ def decode_image(value: object, *, field: str, max_pixels: int, max_bytes: int) 
     if not text:
         raise FabricInputError(field, "an image must be a base64 string, not an empty string")
 
+    if len(text) > max_bytes + _MAX_DATA_URL_HEADER:  # before any scan of the text
+        raise FabricInputError(
+            field, f"the image is {len(text)} characters of base64, over the limit of {max_bytes}"
+        )
     payload, looks_like_path = _base64_payload(text, field)
     if len(payload) > max_bytes:
         raise FabricInputError(
@@ -80,7 +85,7 @@ def decode_image(value: object, *, field: str, max_pixels: int, max_bytes: int) 
 
 def image_id(img: Image.Image) -> str:
     """16 lowercase hex digits naming the picture: sha256 over its RGB size and pixels."""
-    rgb = img if img.mode == "RGB" else to_rgb(img)
+    rgb = to_rgb(img)
     digest = hashlib.sha256()
     digest.update(b"fabric-image-v1\0RGB\0%dx%d\0" % rgb.size)
     digest.update(rgb.tobytes())
@@ -90,7 +95,7 @@ def image_id(img: Image.Image) -> str:
 def to_rgb(img: Image.Image) -> Image.Image:
     """The image as 8-bit RGB: alpha composited on white, palettes expanded, 16 bits scaled."""
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode.startswith("I") or mode == "F":
         # 16-bit (and 32-bit integer) greyscale: Pillow's convert("L") clips at 255 instead of
@@ -185,7 +190,7 @@ def _b64decode(payload: str, field: str) -> bytes:
 
 
 def _open_rgb(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
-    if data.startswith(_PNG_SIGNATURE) and b"IEND" not in data[-32:]:
+    if data.startswith(_PNG_SIGNATURE) and b"IEND" not in data:
         # Checked here rather than left to Pillow: another extension may have set
         # ImageFile.LOAD_TRUNCATED_IMAGES, which makes Pillow pad a cut-off PNG with grey.
         raise FabricInputError(field, "the PNG is truncated (no IEND chunk at its end)")

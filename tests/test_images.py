@@ -258,3 +258,23 @@ def test_corrupt_png_data_is_refused():
     data = bytearray(encode(Image.effect_noise((32, 32), 60).convert("RGB")))
     data[60:80] = b"\0" * 20  # inside IDAT
     refused(base64.b64encode(bytes(data)).decode())
+
+
+def test_a_huge_string_is_refused_on_its_length_alone(monkeypatch):
+    scans = []
+    monkeypatch.setattr(images, "_base64_payload", lambda *a: scans.append(1))
+    err = refused("A" * 10_000, max_bytes=1000)
+    assert "10000 characters" in err.message and scans == []
+
+
+def test_png_with_trailing_bytes_after_iend_is_accepted():
+    src = picture(11)
+    data = encode(src) + b"\0trailing junk from some tool" * 3
+    assert decode(base64.b64encode(data).decode()).tobytes() == src.tobytes()
+
+
+def test_rgb_png_with_a_transparent_colour_key():
+    src = Image.new("RGB", (2, 1), (10, 20, 30))
+    src.putpixel((1, 0), (0, 255, 0))
+    out = decode(b64(src, "PNG", transparency=(10, 20, 30)))
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 0)) == (0, 255, 0)
