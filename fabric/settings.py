@@ -20,7 +20,7 @@ import difflib
 import json
 import math
 import re
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FabricInputError, FabricNotFoundError

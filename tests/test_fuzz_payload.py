@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from unittest import mock
@@ -29,7 +30,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fabric import store as store_module
 from fabric.api import FabricRequestValidation
-from fabric.errors import FabricInputError, FabricNotFoundError, FabricStoreError
+from fabric.errors import FabricInputError, FabricStoreError
 from fabric.images import image_id
 from fabric.settings import POSITIONAL_ORDER, FabricSettings, Limits, parse_script_args
 from fabric.store import FeedbackStore
@@ -366,16 +367,12 @@ def update_model(op, result, images: set, presets: dict):
     elif kind == "save":
         presets[result["name"]] = {"liked": result["liked"], "disliked": result["disliked"]}
     elif kind == "drop":
-        import unicodedata
-
         presets.pop(unicodedata.normalize("NFC", op[1]), None)
     elif kind == "prune":
         images.difference_update(result)
     elif kind == "has":
         assert result == (op[1] in images)
     elif kind == "load":
-        import unicodedata
-
         assert presets[unicodedata.normalize("NFC", op[1])] == {"liked": result["liked"], "disliked": result["disliked"]}
 
 

@@ -13,7 +13,7 @@ from fabric.errors import FabricInputError, FabricNotFoundError, FabricStoreErro
 from fabric.images import image_id
 from fabric.store import FeedbackStore, check_preset_name
 
-from payload_support import encode, picture, temp_files, tree
+from payload_support import encode, picture, png_claiming, temp_files, tree
 
 
 @pytest.fixture
@@ -112,8 +112,6 @@ def test_corrupt_and_swapped_files_are_reported(store):
 
 
 def test_a_bomb_planted_in_the_store_is_refused(store):
-    from payload_support import png_claiming
-
     ident = "00000000000000aa"
     store.images_dir.mkdir(parents=True)
     (store.images_dir / f"{ident}.png").write_bytes(png_claiming(50000, 50000))
