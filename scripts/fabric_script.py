@@ -182,6 +182,7 @@ class _Job:
         store = get_store()
         self.images = {item.id: store.get(item.id) for item in (*settings.liked, *settings.disliked)}
         self._concat: dict[tuple[int, int], torch.Tensor] = {}
+        self._model: str | None = None
 
     def references(self, items) -> list:
         return [
@@ -200,9 +201,14 @@ class _Job:
 
     def ensure_attached(self, height: int, width: int) -> "fabric.Fabric":
         unet = self._unet()
-        if self.fabric is not None and self.fabric.unet is unet and self.fabric.attached:
+        # A same-config refiner/hires checkpoint is loaded into the same model object: same UNet,
+        # new weights, text encoder and VAE; the empty prompt and the latents must follow it.
+        model = _vae_identity(shared.sd_model)
+        if self.fabric is not None and self.fabric.unet is unet and self.fabric.attached and self._model == model:
             return self.fabric
         self.detach()
+        self._model = model
+        self._concat.clear()
         sd_model = shared.sd_model
         settings = self.settings
         self.fabric = fabric.Fabric(
@@ -246,7 +252,10 @@ class _Job:
         if (height, width) in self._concat:
             return
         dummy = torch.zeros(1, self._latent_channels(), height, width, device=shared.device)
-        with torch.no_grad(), devices.autocast():
+        # The VAE samples its posterior with the global RNG: fork it, as _encode_reference does.
+        fork = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=fork), torch.no_grad(), devices.autocast():
+            torch.manual_seed(_seed_from(f"txt2img_image_conditioning {height}x{width}"))
             cond = self.p.txt2img_image_conditioning(dummy, width=width * 8, height=height * 8)
         self._concat[(height, width)] = cond
 
