@@ -286,8 +286,7 @@ class _Job:
         print(message, file=sys.stderr)
         self.failures.append(message)
         self.p.extra_generation_params["FABRIC error"] = f"{type(error).__name__}"
-        if hasattr(self.p, "comment"):
-            self.p.comment(message)
+        self.p.comment(message)
 
     def detach(self) -> None:
         if self.fabric is not None:
@@ -380,21 +379,15 @@ class FabricScript(scripts.Script):
         try:
             settings = parse_script_args(list(args), store=get_store(), limits=get_limits(), from_hook=True)
             settings = _apply_xyz_overrides(p, settings)
-        except (FabricInputError, FabricStoreError) as error:
-            # The HTTP edge refuses bad API payloads before a job starts; this is the UI or a
-            # caller that bypassed it. Generate without FABRIC and say why.
-            message = f"FABRIC is off for this job: {error}"
-            print(message, file=sys.stderr)
-            p.comment(message) if hasattr(p, "comment") else None
-            return
-        if not settings.enabled or not (settings.liked or settings.disliked):
-            return
-        try:
+            if not settings.enabled or not (settings.liked or settings.disliked):
+                return
             _current_job = _Job(p, settings)
         except (FabricInputError, FabricStoreError) as error:
+            # The HTTP edge refuses bad API payloads before a job starts; this is the UI, a deleted
+            # or damaged store file, or a caller that bypassed the edge. Generate without FABRIC.
             message = f"FABRIC is off for this job: {error}"
             print(message, file=sys.stderr)
-            p.comment(message) if hasattr(p, "comment") else None
+            p.comment(message)
             return
         p.extra_generation_params.update(settings_to_infotext(settings))
 
