@@ -575,3 +575,49 @@ def test_a_reference_that_fails_to_encode_mid_job_completes_the_job_with_a_note(
     assert_all_clean()
     after, _ = ui.job(**job)
     assert torch.equal(after.samples, vanilla.samples)
+
+
+# -- interruption, --medvram -------------------------------------------------------------------------
+
+
+def test_an_interrupted_job_completes_and_leaves_nothing_attached(ui):
+    """Interrupting raises InterruptedException at the next denoiser call; the sampler returns the
+    last latent, the job (and postprocess) completes."""
+    def interrupt_after_step_2(params):
+        if params.sampling_step >= 2:
+            shared.state.interrupt()
+
+    script_callbacks.on_cfg_after_cfg(interrupt_after_step_2)
+    ui.job(liked_disliked(ui))
+    # state.sampling_step lags one call (the sampler's callback sets it): calls 0-3 of 6 ran
+    assert len(ui.model.unet_calls) == 4 and shared.state.interrupted
+    assert_all_clean()
+    assert ui.module._current_job is None
+    script_callbacks.remove_callbacks_for_function(interrupt_after_step_2)
+    vanilla, _ = ui.vanilla()
+    after, _ = ui.job()
+    assert torch.equal(after.samples, vanilla.samples)
+
+
+@pytest.mark.parametrize("model", ["sd15", "sd15-inpainting", "sdxl"])
+def test_medvram_reference_passes_run_with_the_unet_weights_in_place(ui, model):
+    """Under --medvram only calls through sd_model.model bring the UNet in; FABRIC encodes the
+    references, the empty prompt and the inpainting channels before the UNet call, so the reference
+    pass inside it finds the weights in place."""
+    from modules import lowvram
+
+    ui.reset(model)
+    plain, _ = ui.job(liked_disliked(ui))
+    ui.reset(model)
+    ui.module._latent_caches.clear()
+    lowvram.setup_for_low_vram(ui.model, True)
+    with pytest.raises(lowvram.WeightsNotOnDevice):  # the simulation bites: VAE in, UNet out
+        ui.model.first_stage_model.encode(torch.zeros(1, 3, 8, 8))
+        ui.model.model.diffusion_model(torch.zeros(1, ui.model.model.diffusion_model.in_channels, 8, 8),
+                                       torch.zeros(1), context=torch.zeros(1, 77, 32),
+                                       **({"y": torch.zeros(1, 1)} if ui.model.is_sdxl else {}))
+    lowvram.moves.clear()
+    out, p = ui.job(liked_disliked(ui))
+    assert "FABRIC error" not in p.extra_generation_params and not p.comments
+    assert "first_stage_model" in lowvram.moves and "model" in lowvram.moves
+    assert torch.equal(out.samples, plain.samples)
