@@ -221,6 +221,7 @@ class FabricPanel:
             self._selection = gr.JSON({}, visible=False, elem_id=self.elem_id("selection"))
 
         self.states = {"liked": self.liked, "disliked": self.disliked}
+        self.like_button = self.dislike_button = None
         self.controls = [
             self.enabled, self.liked, self.disliked, self.strength, self.start, self.end,
             self.min_strength, self.neg_scale, self.hires, self.token_budget,
@@ -296,8 +297,11 @@ class FabricPanel:
         its only image, never the grid.  ``generation_info`` is the Textbox holding the webui's
         generation info JSON (for ``index_of_first_image``); when it is not given (in the webui it
         is created after the button row), the page's ``#generation_info_<tab>`` is read instead.
-        Returns the two buttons.
+        Returns the two buttons.  A second call returns the buttons of the first (so a script may
+        register the callback on more than one candidate "last button").
         """
+        if getattr(self, "like_button", None) is not None:
+            return self.like_button, self.dislike_button
         buttons = []
         for kind in KINDS:
             button = self._tool_button(
