@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from fabric.errors import FabricError
 from fabric.panel import FabricPanel, stand_in_tool_button
-from fabric.settings import POSITIONAL_ORDER, Limits, parse_script_args, settings_to_info_dict, settings_to_infotext
+from fabric.settings import POSITIONAL_ORDER, Limits, parse_script_args, settings_to_infotext
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,7 +142,8 @@ def build_page(store, *, limits=None, restore_enabled=lambda: True):
                     )
                 except FabricError as exc:
                     infotext = f"FABRIC error: {exc}"
-                info = {"index_of_first_image": first, "infotexts": [infotext] * len(images)}
+                info = {"index_of_first_image": first, "infotexts": [infotext] * len(images),
+                        "job_timestamp": str(time.time_ns())}
                 return images, json.dumps(info), infotext
             return run
 
