@@ -70,6 +70,16 @@ def assert_all_clean():
 # -- on, off and identity -----------------------------------------------------------------------
 
 
+def test_the_ui_has_one_control_per_setting_and_its_defaults_mean_off(ui):
+    """args_from/args_to come from ui()'s controls (built in the harness); the API's default args
+    are their values, which every job gets for a request that does not mention FABRIC."""
+    assert ui.script.name == "fabric"
+    assert ui.script.args_to - ui.script.args_from == len(ui.settings.POSITIONAL_ORDER)
+    defaults = ui.default_script_args[ui.script.args_from:ui.script.args_to]
+    settings = ui.settings.parse_script_args(defaults, store=ui.store, from_hook=True)
+    assert settings == ui.settings.FabricSettings()
+
+
 def test_fabric_changes_the_result(ui, monkeypatch):
     recorder = Recorder(monkeypatch)
     vanilla, _ = ui.vanilla()
@@ -81,14 +91,14 @@ def test_fabric_changes_the_result(ui, monkeypatch):
     assert_all_clean()
 
 
-@pytest.mark.parametrize("case", ["default args", "no args", "enabled without images", "all weights 0",
-                                  "image weights 0"])
+@pytest.mark.parametrize("case", ["not mentioned (the UI defaults)", "default settings", "only enabled sent",
+                                  "all weights 0", "image weights 0"])
 def test_off_empty_and_zero_weights_are_byte_identical_to_no_extension(ui, monkeypatch, case):
     a, b = ui.images["a"], ui.images["b"]
     args = {
-        "default args": ui.args(),
-        "no args": [],
-        "enabled without images": ui.args(enabled=True),
+        "not mentioned (the UI defaults)": None,
+        "default settings": ui.args(),
+        "only enabled sent": [True],
         "all weights 0": ui.args(enabled=True, liked=[a], disliked=[b], strength=0.0, min_strength=0.0),
         "image weights 0": ui.args(enabled=True, liked=[{"id": a, "weight": 0}], disliked=[{"id": b, "weight": 0}]),
     }[case]
@@ -98,7 +108,7 @@ def test_off_empty_and_zero_weights_are_byte_identical_to_no_extension(ui, monke
     assert torch.equal(out.samples, vanilla.samples)
     assert all((x == y).all() for x, y in zip(out.images, vanilla.images))
     assert not recorder.passes()
-    if case in ("default args", "no args", "enabled without images"):
+    if case in ("not mentioned (the UI defaults)", "default settings", "only enabled sent"):
         assert not any(k.startswith("FABRIC") for k in p.extra_generation_params)
     assert_all_clean()
 

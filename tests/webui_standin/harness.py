@@ -2,15 +2,16 @@
 
 `Webui` loads the script exactly as the webui does (modules/scripts.py `load_scripts`: sys.path
 prefixed with the extension root only while importing, the file loaded by
-`importlib.util.spec_from_file_location`), creates the txt2img runner, registers the script's
-settings, points the feedback store at a temporary folder, and runs txt2img jobs through
-`modules.processing.process_images` with the script's arguments in `p.script_args`.
+`importlib.util.spec_from_file_location`), registers the script's settings, creates the txt2img
+runner and builds the script's UI in a `gr.Blocks()` (args_from/args_to from its controls, the
+API's default args from a second `ui()` call), points the feedback store at a temporary folder,
+and runs txt2img jobs through `modules.processing.process_images` with FABRIC's values in its
+slice of `p.script_args`.
 """
 from __future__ import annotations
 
 import contextlib
 import sys
-import types
 from pathlib import Path
 
 STANDIN_DIR = Path(__file__).resolve().parent
@@ -68,34 +69,10 @@ def test_image(seed: int, width: int = 96, height: int = 80) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def _placeholder_panel_module() -> types.ModuleType | None:
-    """fabric/panel.py (the script's UI) may not exist yet in this checkout; the sampling tests do
-    not build the UI, so a placeholder lets the script import. Returns None when the real one exists."""
-    import importlib.util
-
-    if importlib.util.find_spec("fabric.panel") is not None:
-        return None
-    module = types.ModuleType("fabric.panel")
-
-    class FabricPanel:  # pragma: no cover - only ui() would build it
-        def __init__(self, *args, **kwargs):
-            raise RuntimeError("fabric/panel.py is missing: the UI cannot be built")
-
-    module.FabricPanel = FabricPanel
-    module.__doc__ = "Placeholder installed by tests/webui_standin/harness.py (fabric/panel.py missing)."
-    return module
-
-
 class Webui:
     def __init__(self, tmp: Path):
         self.tmp = Path(tmp)
         paths.data_path = str(self.tmp / "data")
-        placeholder = _placeholder_panel_module()
-        if placeholder is not None:
-            sys.modules["fabric.panel"] = placeholder
-            import fabric
-
-            fabric.panel = placeholder
         errors.reported.clear()
         scripts.load_scripts([scripts.ScriptFile(str(EXTENSION_ROOT), SCRIPT_PATH.name, str(SCRIPT_PATH))])
         if errors.reported:
@@ -104,10 +81,17 @@ class Webui:
         import fabric.settings
 
         self.settings = fabric.settings
-        self.runner = scripts.ScriptRunner()
-        self.runner.initialize_scripts(False, arg_count=lambda script: len(fabric.settings.POSITIONAL_ORDER))
-        self.script = next(s for s in self.runner.alwayson_scripts if s.title() == "FABRIC")
         script_callbacks.ui_settings_callback()
+        self.runner = scripts.ScriptRunner()
+        self.runner.initialize_scripts(False)
+        import gradio as gr
+
+        with gr.Blocks():
+            self.runner.setup_ui()
+        if errors.reported:
+            raise RuntimeError(f"building the script's UI failed: {errors.reported}") from errors.reported[0][1]
+        self.script = next(s for s in self.runner.alwayson_scripts if s.title() == "FABRIC")
+        self.default_script_args = self.runner.default_script_args()
         self.fabric_callbacks = {k: list(v) for k, v in script_callbacks.callback_map.items()}
         from fabric.store import FeedbackStore
 
@@ -155,11 +139,16 @@ class Webui:
     # -- jobs ----------------------------------------------------------------------------------
 
     def make_p(self, fabric_args=None, **kwargs) -> processing.StableDiffusionProcessingTxt2Img:
+        """A txt2img job; `fabric_args` fill FABRIC's slice of p.script_args (None: the UI defaults,
+        what the API sends for a request that does not mention FABRIC)."""
         kwargs.setdefault("prompt", "a red fox in the snow")
         kwargs.setdefault("negative_prompt", "blurry")
         kwargs.setdefault("seed", 1234)
-        args = self.args() if fabric_args is None else fabric_args
-        return processing.StableDiffusionProcessingTxt2Img(scripts=self.runner, script_args=[0, *args], **kwargs)
+        script_args = list(self.default_script_args)
+        if fabric_args is not None:  # as Api.init_script_args: missing trailing args keep the UI defaults
+            for i, value in enumerate(list(fabric_args)[: self.script.args_to - self.script.args_from]):
+                script_args[self.script.args_from + i] = value
+        return processing.StableDiffusionProcessingTxt2Img(scripts=self.runner, script_args=script_args, **kwargs)
 
     def job(self, fabric_args=None, **kwargs):
         """One txt2img job with the script; returns (Processed, p)."""

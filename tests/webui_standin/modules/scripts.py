@@ -14,8 +14,16 @@ Facts encoded (webui-host-api.md §1):
   class overrides the hook are called (§1.4 "Dispatch").
 - `Script.on_before_component` / `on_after_component(callback, *, elem_id)` (v1.6+, §1.5) collect
   (elem_id, callback) pairs; callbacks receive an `OnComponent(component)`.
-Not mirrored: ui() building (gradio Blocks), args_from/args_to from ui() controls — the tests give
-each AlwaysOn script `arg_count` slots after the "Script" dropdown slot 0, in load order.
+- `ScriptRunner.setup_ui()` (create_script_ui / create_script_ui_inner, §1.2): `inputs` starts as
+  `[None]` (the "Script" dropdown); each script gets `args_from = len(inputs)`, its `ui()` controls
+  are appended and `args_to = len(inputs)`; `controls`, `name = title().lower()` and each control's
+  `custom_script_source` are set; `infotext_fields` are collected.
+- `ScriptRunner.default_script_args()` (modules/api/api.py `init_default_script_args`, §2): `[None]
+  * max(args_to)`, slot 0 = 0, each script's slice filled with the `.value` of the controls a
+  **second** `ui()` call returns inside a throwaway `gr.Blocks()` — what a job gets for a script
+  the request does not mention.
+Not mirrored: sections and UI categories, the gradio component patch (before/after_component
+dispatch to `on_after_component` callbacks).
 """
 import inspect
 import os
@@ -151,12 +159,13 @@ class ScriptRunner:
         self.scripts = []
         self.alwayson_scripts = []
         self.selectable_scripts = []
+        self.inputs = [None]
+        self.infotext_fields = []
+        self.paste_field_names = []
 
-    def initialize_scripts(self, is_img2img, arg_count=None):
-        """arg_count(script) -> number of args of the script (what its ui() controls would be)."""
+    def initialize_scripts(self, is_img2img):
         self.scripts.clear()
         self.alwayson_scripts.clear()
-        position = 1  # inputs[0] is the "Script" dropdown
         for script_data in scripts_data:
             script = script_data.script_class()
             script.filename = script_data.path
@@ -166,12 +175,41 @@ class ScriptRunner:
             visibility = script.show(script.is_img2img)
             if visibility == AlwaysVisible:
                 script.alwayson = True
-                count = arg_count(script) if arg_count else 0
-                script.args_from, script.args_to = position, position + count
-                position += count
                 self.scripts.append(script)
                 self.alwayson_scripts.append(script)
-        return position
+
+    def setup_ui(self):
+        """Call inside a gr.Blocks(), as modules/ui.py does."""
+        self.inputs = [None]
+        for script in self.alwayson_scripts:
+            script.args_from = script.args_to = len(self.inputs)
+            try:
+                controls = script.ui(script.is_img2img)
+                script.controls = controls
+                if controls is None:
+                    continue
+                script.name = script.title().lower()
+                for control in controls:
+                    control.custom_script_source = os.path.basename(script.filename)
+                if script.infotext_fields is not None:
+                    self.infotext_fields += script.infotext_fields
+                self.inputs += controls
+                script.args_to = len(self.inputs)
+            except Exception:
+                errors.report(f"Error creating UI for {script.name}: ", exc_info=True)
+        return self.inputs
+
+    def default_script_args(self):
+        import gradio as gr
+
+        last_arg_index = max([1, *(script.args_to for script in self.scripts)])
+        script_args = [None] * last_arg_index
+        script_args[0] = 0
+        with gr.Blocks():
+            for script in self.scripts:
+                if script.ui(script.is_img2img):
+                    script_args[script.args_from:script.args_to] = [elem.value for elem in script.ui(script.is_img2img)]
+        return script_args
 
     def ordered_scripts(self, method_name):
         return [s for s in self.alwayson_scripts if getattr(type(s), method_name) is not getattr(Script, method_name)]

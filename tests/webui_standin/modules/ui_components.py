@@ -6,7 +6,8 @@ Facts encoded (webui-host-api.md §1.7, §6 "Output panel"):
   elem_id itself, class `input-accordion`, `open=value`; without an elem_id it is
   `input-accordion-{N}`. It is a context manager (entering the accordion); `.extra()` returns a
   `gr.Column` for the header.
-- `ToolButton` is a small `gr.Button` with class `tool`.
+- `ToolButton` is a small `gr.Button` with class `tool`; it accepts `tooltip=` (§6), which the
+  webui's gradio patch (modules/gradio_extensons.py) pops from every component's kwargs.
 Not mirrored: the JS that keeps checkbox and accordion in sync, the `.change` wiring.
 """
 import gradio as gr
@@ -24,6 +25,7 @@ class ToolButton(FormComponent, gr.Button):
 
     def __init__(self, *args, **kwargs):
         classes = kwargs.pop("elem_classes", [])
+        self.webui_tooltip = kwargs.pop("tooltip", None)  # what modules/gradio_extensons.py's patch does
         super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
 
     def get_block_name(self):
