@@ -385,7 +385,7 @@ class FabricPanel:
             limits = self._get_limits()
             self._check_room(kind, entries, limits)
             item = _pick_output_item(gallery, selection.get("index"), selection.get("info"))
-            image = self._read_item(item, limits, self._output_allowed(item))
+            image = self._read_item(item, limits, self._output_allowed())
             ident = self._get_store().add(image)
         except (_Refusal, FabricError) as exc:
             return gr.update(), self._refuse(exc)
@@ -411,7 +411,7 @@ class FabricPanel:
             label = _file_label(item)
             try:
                 self._check_room(kind, entries, limits)
-                image = self._read_item(item, limits, self._upload_allowed(item))
+                image = self._read_item(item, limits, self._upload_allowed())
                 ident = store.add(image)
             except (_Refusal, FabricError) as exc:
                 refused.append(f"{label}: {_text(exc)}")
@@ -616,7 +616,7 @@ class FabricPanel:
             log.exception("FABRIC: allowed_dirs failed")
         return [d for d in dirs if d]
 
-    def _output_allowed(self, item) -> Callable[[str], bool]:
+    def _output_allowed(self) -> Callable[[str], bool]:
         def allowed(name: str) -> bool:
             if _in_file_sets(name, self._root) or _in_dirs(name, self._gradio_dirs()):
                 return True
@@ -628,7 +628,7 @@ class FabricPanel:
             return False
         return allowed
 
-    def _upload_allowed(self, item) -> Callable[[str], bool]:
+    def _upload_allowed(self) -> Callable[[str], bool]:
         return lambda name: _in_dirs(name, self._gradio_dirs())
 
     def _read_item(self, item: Any, limits, allowed: Callable[[str], bool]) -> Image.Image:
@@ -760,7 +760,11 @@ def _in_dirs(name: str, dirs: Iterable[str]) -> bool:
             base = os.path.realpath(folder)
         except (OSError, ValueError):
             continue
-        if os.path.commonpath([real, base]) == base and real != base:
+        try:
+            inside = os.path.commonpath([real, base]) == base and real != base
+        except ValueError:  # different drives on Windows
+            continue
+        if inside:
             return True
     return False
 
