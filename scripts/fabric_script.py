@@ -352,6 +352,8 @@ class FabricScript(scripts.Script):
             accordion_factory=InputAccordion,
             tool_button_factory=ToolButton,
             restore_enabled=lambda: bool(_opt("fabric_restore_enabled", False)),
+            # The webui serves saved outputs from their own folder and registers them with gradio.
+            is_allowed_path=_is_webui_output_file,
         )
         self.infotext_fields = self.panel.infotext_fields
         self._watch_output_panel(tab)
@@ -400,6 +402,12 @@ class FabricScript(scripts.Script):
                 f"{job.fabric.reference_passes} reference passes",
                 file=sys.stderr,
             )
+
+
+def _is_webui_output_file(name: str) -> bool:
+    from modules import ui_tempdir
+
+    return bool(getattr(shared, "demo", None)) and ui_tempdir.check_tmp_file(shared.demo, name)
 
 
 def _has_upscale_button() -> bool:
