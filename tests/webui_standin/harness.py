@@ -25,7 +25,6 @@ for _path in (str(TESTS_DIR), str(STANDIN_DIR)):
     sys.path.insert(0, _path)
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fake_models  # noqa: E402

@@ -1,4 +1,5 @@
-"""k_diffusion/utils.py (ab527a9a): the one helper the samplers use."""
+"""k_diffusion/utils.py at ab527a9a (the k-diffusion commit the webui pins, webui-host-api.md §0):
+`append_dims`, which the denoiser scalings and `to_d` use to broadcast per-row sigmas."""
 
 
 def append_dims(x, target_dims):

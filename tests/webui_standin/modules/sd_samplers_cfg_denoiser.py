@@ -39,7 +39,7 @@ from modules.script_callbacks import (
     cfg_denoised_callback,
     cfg_denoiser_callback,
 )
-from modules.shared import opts, state
+from modules.shared import state
 
 
 def catenate_conds(conds):

@@ -20,7 +20,6 @@ import k_diffusion.sampling
 
 import modules.shared as shared
 from modules import sd_samplers_cfg_denoiser, sd_samplers_common
-from modules.shared import opts
 
 samplers_k_diffusion = [
     ("Euler", "sample_euler", ["k_euler"], {}),
