@@ -175,8 +175,11 @@ PATTERNS = {
 }
 
 
-@pytest.mark.parametrize("pattern", list(PATTERNS))
-def test_cond_rows_get_liked_and_uncond_rows_disliked_in_every_call_pattern(ui, monkeypatch, pattern):
+@pytest.mark.parametrize("pattern,model", [*((pattern, "sd15") for pattern in PATTERNS),
+                                           ("chunks of batch_size (a chunk mixes cond and uncond)", "sdxl"),
+                                           ("different token lengths, chunked", "sdxl")])
+def test_cond_rows_get_liked_and_uncond_rows_disliked_in_every_call_pattern(ui, monkeypatch, pattern, model):
+    ui.reset(model)
     batch_cond_uncond, long_prompt, call_rows = PATTERNS[pattern]
     shared.opts.batch_cond_uncond = batch_cond_uncond
     first = LONG_PROMPT if long_prompt else "a red fox"
