@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import gradient, pixels, png_base64
+from webui_client import gradient, pixels, png_base64
 
 LIKED = png_base64(gradient(1))
 DISLIKED = png_base64(gradient(2))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import gradient, pixels, png_base64
+from webui_client import gradient, pixels, png_base64
 
 LIKED = png_base64(gradient(11))
 
