@@ -2,7 +2,8 @@
 
 Set FABRIC_WEBUI_URL (e.g. http://127.0.0.1:7860, started with --api) to run them; they are
 skipped otherwise. FABRIC_WEBUI_SDXL names an SDXL checkpoint (as /sdapi/v1/sd-models lists its
-title or model_name) for the SDXL tests; FABRIC_WEBUI_SD15 the SD1.x one (default: the loaded one).
+title or model_name) for the SDXL test;
+the other tests use the checkpoint the webui has loaded (an SD1.x one).
 """
 import os
 

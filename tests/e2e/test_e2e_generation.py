@@ -141,7 +141,16 @@ def test_infotext_field_restores_the_settings(webui):
 def test_sdxl(webui):
     if not webui.sdxl:
         pytest.skip("FABRIC_WEBUI_SDXL is not set")
-    plain = images(webui.generate({"steps": 2}, model=webui.sdxl))
-    with_feedback = webui.generate({"steps": 2, "alwayson_scripts": fabric_args()}, model=webui.sdxl)
-    assert images(with_feedback) != plain and "FABRIC error" not in infotext(with_feedback)
-    assert images(webui.generate({"steps": 2}, model=webui.sdxl)) == plain
+    previous = webui.client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+    webui.load_model(webui.sdxl)
+    try:
+        plain = images(webui.generate({"steps": 2}))
+        with_feedback = webui.generate({"steps": 2, "alwayson_scripts": fabric_args()})
+        assert images(with_feedback) != plain and "FABRIC error" not in infotext(with_feedback)
+        assert images(webui.generate({"steps": 2})) == plain
+        hires = {"steps": 2, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
+                 "denoising_strength": 0.6, "hr_second_pass_steps": 1}
+        with_hires = webui.generate({**hires, "alwayson_scripts": fabric_args(hires=True)})
+        assert "FABRIC error" not in infotext(with_hires)
+    finally:
+        webui.load_model(previous)

@@ -1,0 +1,288 @@
+"""The FABRIC panel in a real webui page, by clicking: generate, 👍, 👎, generate again with FABRIC on.
+
+Debian chromium driven by playwright opens FABRIC_WEBUI_URL (a webui with this extension
+installed).  Generations are 64x64 with 4 steps; on a CPU they take seconds to half a minute, so
+the waits are long.  Screenshots of each stage go to tests/artifacts/e2e/ (git-ignored).
+
+The store is the webui's own: ids are checked against GET /fabric/v1/images, and against the id
+computed from the pixels of the file the output gallery shows (fabric.images.image_id), so the
+image that was liked is the one that was on screen.
+"""
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+from PIL import Image  # noqa: E402
+
+from fabric.images import image_id  # noqa: E402
+
+URL = os.environ.get("FABRIC_WEBUI_URL", "").rstrip("/")
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "e2e"
+BROWSER_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+TIMEOUT_MS = 30_000  # clicks, panel events
+PAGE_LOAD_MS = 180_000  # the webui's page is large; a busy CPU serves it slowly
+GENERATION_MS = 180_000  # per image
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pw = playwright_api.sync_playwright().start()
+    try:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+    finally:
+        pw.stop()
+
+
+class WebuiPage:
+    """One browser context (one gradio session) on the webui, with the actions of the test."""
+
+    def __init__(self, browser):
+        self.context = browser.new_context(viewport={"width": 1600, "height": 1200}, device_scale_factor=1)
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.errors = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.goto(URL + "/", timeout=PAGE_LOAD_MS)
+        # The webui's inputAccordion.js adds the visible checkbox once the UI is loaded.
+        self.page.wait_for_selector("#fabric_txt2img-visible-checkbox", state="attached", timeout=PAGE_LOAD_MS)
+        self.page.wait_for_selector("#fabric_like_button_txt2img", state="visible")
+
+    def close(self):
+        self.context.close()
+
+    def js(self, expression, arg=None):
+        return self.page.evaluate(expression, arg)
+
+    def text(self, selector):
+        """textContent: also for elements inside a closed accordion (innerText is empty there)."""
+        return self.js("(s) => { const e = document.querySelector(s); return e ? e.textContent : null; }", selector)
+
+    def checked(self, selector):
+        return self.js("(s) => document.querySelector(s).checked", selector)
+
+    # -- txt2img settings
+
+    def set_slider(self, elem_id, value):
+        """Type into a slider's number box (gradio applies it on input; Tab blurs it)."""
+        box = self.page.locator(f"#{elem_id} input[type=number]")
+        box.fill(str(value))
+        box.press("Tab")
+        self.page.wait_for_function(
+            "([id, v]) => document.querySelector(`#${id} input[type=range]`).value === v", arg=[elem_id, str(value)]
+        )
+
+    def set_prompt(self, text):
+        self.page.fill("#txt2img_prompt textarea", text)
+
+    # -- the output gallery
+
+    @staticmethod
+    def thumbnails(gallery):
+        """JS: a gallery's thumbnails, in its preview strip or, when the preview is closed, its grid."""
+        return (
+            f"(() => {{ const g = document.querySelector('{gallery}');"
+            " const kind = g.querySelector('.preview') ? 'small' : 'lg';"
+            " return g.querySelectorAll('.thumbnail-item.thumbnail-' + kind); })()"
+        )
+
+    def generation_info(self):
+        return self.js("() => document.querySelector('#generation_info_txt2img textarea').value")
+
+    def generate(self, batch_size):
+        """Click Generate; wait for the new generation info and the gallery; return the info dict."""
+        before = self.generation_info()
+        self.page.click("#txt2img_generate")
+        try:
+            self.page.wait_for_function(
+                "([before]) => { const t = document.querySelector('#generation_info_txt2img textarea');"
+                " return t && t.value && t.value !== before; }",
+                arg=[before], timeout=GENERATION_MS * batch_size, polling=500,
+            )
+        except playwright_api.TimeoutError:
+            self.screenshot("timeout.png")
+            log = self.text("#html_log_txt2img")
+            raise AssertionError(f"no generation result within {GENERATION_MS * batch_size / 1000:.0f} s; log: {log!r}")
+        info = json.loads(self.generation_info())
+        first = info.get("index_of_first_image", 0)
+        self.page.wait_for_function(f"{self.thumbnails('#txt2img_gallery')}.length === {first + batch_size}")
+        # Generate is back (the interrupt/skip buttons are gone) once the job is over.
+        self.page.wait_for_selector("#txt2img_generate", state="visible", timeout=GENERATION_MS)
+        return info
+
+    def output_id(self, index):
+        """The FABRIC id of the output gallery's image ``index``, from the file the page shows."""
+        src = self.js(f"{self.thumbnails('#txt2img_gallery')}[{index}].querySelector('img').src")
+        response = self.context.request.get(src)
+        assert response.ok, (src, response.status)
+        return image_id(Image.open(io.BytesIO(response.body())))
+
+    def select_output(self, index):
+        self.page.evaluate_handle(f"{self.thumbnails('#txt2img_gallery')}[{index}]").as_element().click()
+        self.page.wait_for_function(f"selected_gallery_index() === {index}")
+
+    # -- the FABRIC panel
+
+    MESSAGE_STAMP = (
+        "(() => { const m = document.querySelector('#fabric_status_txt2img .fabric-msg');"
+        " return m ? m.dataset.t : ''; })()"
+    )
+
+    def click_for_message(self, selector):
+        """Click and wait for the panel's next status message; return its text."""
+        before = self.js(self.MESSAGE_STAMP)
+        self.page.click(selector)
+        self.page.wait_for_function(f"([before]) => {self.MESSAGE_STAMP} !== before", arg=[before])
+        return self.text("#fabric_status_txt2img .fabric-msg").strip()
+
+    def wait_count(self, kind, count, tab="txt2img"):
+        """The accordion header's count, the gallery's label and its thumbnails all say ``count``."""
+        title = "Liked" if kind == "liked" else "Disliked"
+        self.page.wait_for_function(
+            "([tab, kind, title, n]) => {"
+            " const c = document.querySelector(`#fabric_summary_${tab} .fabric-count-${kind}`);"
+            " const g = document.querySelector(`#fabric_${kind}_${tab}`);"
+            " return c && c.textContent.trim() === String(n) && g.textContent.includes(`${title} images (${n})`)"
+            "  && g.querySelectorAll('.thumbnail-item').length === n; }",
+            arg=[tab, kind, title, count],
+        )
+
+    def screenshot(self, name, selector=None):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / name
+        if selector is None:
+            self.page.screenshot(path=str(path), full_page=True)
+        else:
+            self.page.locator(selector).screenshot(path=str(path))
+        return path
+
+
+def stored_ids(webui):
+    response = webui.client.get("/fabric/v1/images")
+    assert response.status_code == 200, response.text
+    return [entry["id"] for entry in response.json()["images"]]
+
+
+@pytest.fixture()
+def page(browser):
+    p = WebuiPage(browser)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_generate_like_dislike_generate_with_fabric(page, webui):
+    p = page
+    # Closed and off by default.
+    assert "input-accordion-open" not in p.js("() => document.querySelector('#fabric_txt2img').className")
+    assert p.checked("#fabric_txt2img-checkbox input") is False
+
+    p.set_prompt("a lighthouse on a cliff, end-to-end test")
+    p.set_slider("txt2img_width", 64)
+    p.set_slider("txt2img_height", 64)
+    p.set_slider("txt2img_steps", 4)
+    p.set_slider("txt2img_batch_size", 1)
+
+    # 1. Generate one image.
+    info = p.generate(1)
+    assert "FABRIC liked" not in info["infotexts"][0]  # off by default
+    p.screenshot("01-generated.png")
+
+    # 2. 👍 takes the only image; liking it again keeps one copy.
+    liked_id = p.output_id(0)
+    message = p.click_for_message("#fabric_like_button_txt2img")
+    assert "Added to the liked images (1)" in message, message
+    p.wait_count("liked", 1)
+    p.wait_count("disliked", 0)
+    store = stored_ids(webui)
+    assert store.count(liked_id) == 1, (liked_id, store)
+    message = p.click_for_message("#fabric_like_button_txt2img")
+    assert "already in the liked set (1)" in message, message
+    p.wait_count("liked", 1)
+    assert stored_ids(webui).count(liked_id) == 1
+    assert len(stored_ids(webui)) == len(store)
+    p.screenshot("02-liked.png")
+
+    # 3. A batch of 2: select the second image and 👎 it (never the grid).
+    p.set_slider("txt2img_batch_size", 2)
+    info = p.generate(2)
+    first = info.get("index_of_first_image", 0)
+    second = first + 1
+    disliked_id = p.output_id(second)
+    assert disliked_id != liked_id
+    p.select_output(second)
+    message = p.click_for_message("#fabric_dislike_button_txt2img")
+    assert "Added to the disliked images (1)" in message, message
+    p.wait_count("disliked", 1)
+    p.wait_count("liked", 1)
+    assert disliked_id in stored_ids(webui)
+    p.screenshot("03-disliked.png")
+
+    # 4. Open the FABRIC accordion: that is what turns FABRIC on (the webui's InputAccordion).
+    p.page.click("#fabric_txt2img > .label-wrap")
+    p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
+    assert p.checked("#fabric_txt2img-visible-checkbox") is True
+    p.page.wait_for_selector("#fabric_liked_txt2img", state="visible")
+    assert "Liked images (1)" in p.page.inner_text("#fabric_liked_txt2img")
+    assert "Disliked images (1)" in p.page.inner_text("#fabric_disliked_txt2img")
+    p.page.locator("#fabric_txt2img").scroll_into_view_if_needed()
+    p.screenshot("04-panel-open.png")
+    p.screenshot("04-panel-open-tab.png", "#tab_txt2img")
+
+    # 5. Generate again with FABRIC on: the infotext names the images as the store holds them.
+    p.set_slider("txt2img_batch_size", 1)
+    info = p.generate(1)
+    p.page.wait_for_function(
+        "(id) => document.querySelector('#html_info_txt2img').innerText.includes(id)", arg=liked_id
+    )
+    infotext = p.page.inner_text("#html_info_txt2img")
+    assert f"FABRIC liked: {liked_id}" in infotext, infotext
+    assert f"FABRIC disliked: {disliked_id}" in infotext, infotext
+    assert f"FABRIC liked: {liked_id}" in info["infotexts"][0]
+    assert {liked_id, disliked_id} <= set(stored_ids(webui))
+    assert "FABRIC error" not in infotext
+    p.screenshot("05-generated-with-fabric.png")
+    p.screenshot("05-generated-with-fabric-tab.png", "#tab_txt2img")
+
+    # The img2img tab's FABRIC has its own sets and switch.
+    assert p.text("#fabric_summary_img2img .fabric-count-liked").strip() == "0"
+    assert p.checked("#fabric_img2img-checkbox input") is False
+    assert p.errors == []
+
+
+def test_img2img_tab_has_its_own_fabric_accordion(page):
+    p = page
+    p.page.click("#tabs > .tab-nav button:has-text('img2img')")
+    p.page.wait_for_selector("#tab_img2img", state="visible")
+    accordion = p.page.locator("#fabric_img2img")
+    accordion.wait_for(state="visible")
+    assert "FABRIC" in accordion.locator("> .label-wrap").inner_text()
+    assert p.checked("#fabric_img2img-checkbox input") is False
+    assert p.page.locator("#fabric_like_button_img2img").count() == 1
+    assert p.page.locator("#fabric_dislike_button_img2img").count() == 1
+    # Its own elements, beside (not instead of) the txt2img ones.
+    assert p.page.locator("#fabric_txt2img").count() == 1
+    assert p.page.locator("#fabric_liked_img2img").count() == 1
+    p.page.click("#fabric_img2img > .label-wrap")
+    p.page.wait_for_function("document.querySelector('#fabric_img2img-checkbox input').checked === true")
+    assert p.checked("#fabric_txt2img-checkbox input") is False  # opening it there leaves txt2img off
+    p.page.wait_for_selector("#fabric_liked_img2img", state="visible")
+    assert "Liked images (0)" in p.page.inner_text("#fabric_liked_img2img")
+    p.page.locator("#fabric_img2img").scroll_into_view_if_needed()
+    p.screenshot("06-img2img.png")
+    assert p.errors == []
