@@ -154,3 +154,22 @@ def test_sdxl(webui):
         assert "FABRIC error" not in infotext(with_hires)
     finally:
         webui.load_model(previous)
+
+
+def test_xyz_plot_axes(webui):
+    """X/Y/Z plot with FABRIC's strength as the X axis: one image per value, each with its own
+    strength in the infotext."""
+    info = webui.client.get("/sdapi/v1/script-info").json()
+    xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    choices = xyz["args"][0]["choices"]
+    strength_axis = choices.index("[FABRIC] Strength")
+    nothing = choices.index("Nothing")
+    script_args = [strength_axis, "0.2, 0.8", [], nothing, "", [], nothing, "", [],
+                   False, True, False, False, 0, 0, 0, 0, False]
+    result = webui.generate({"script_name": "x/y/z plot", "script_args": script_args,
+                             "alwayson_scripts": fabric_args()})
+    texts = json.loads(result["info"])["infotexts"]
+    lone = [t for t in texts if "FABRIC strength" in t]
+    assert any("FABRIC strength: 0.2" in t for t in lone) and any("FABRIC strength: 0.8" in t for t in lone)
+    pictures = images(result)
+    assert len(set(pictures[-2:])) == 2

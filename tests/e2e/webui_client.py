@@ -29,3 +29,22 @@ class Webui:
         """Make `name` the loaded checkpoint (the webui keeps it until told otherwise)."""
         response = self.post("/sdapi/v1/options", {"sd_model_checkpoint": name})
         assert response.status_code == 200, response.text[:2000]
+
+
+def png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def pixels(b64: str) -> bytes:
+    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").tobytes()
+
+
+def gradient(seed: int, size: int = 64) -> Image.Image:
+    """A distinct, deterministic test picture."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((size, size), Image.BICUBIC)
