@@ -13,9 +13,10 @@ every attn1; nothing else is touched and detach removes exactly those. Per UNet 
 1. The pre-hook reads the timestep, asks the host which reference set each row of the batch uses
    (`rows`), and takes the schedule's weight for each set. Sets with weight 0 and rows without a
    set cost nothing; if no row needs a set, the call runs untouched.
-2. For every needed set it runs a reference pass: the set's latents, noised to this timestep, go
-   through the UNet with the host's empty-prompt conditioning while each attn1 records its input.
-   The pass stops as soon as the last attn1 has recorded.
+2. The needed sets get their reference pass: their latents, noised to this timestep, go through
+   the UNet with the host's empty-prompt conditioning while each attn1 records its input. The sets
+   share UNet calls (up to reference_batch rows each: 1 liked + 1 disliked image is one call of 2
+   rows, not two calls of 1). The pass stops as soon as the last attn1 has recorded.
 3. The main pass runs; in each attn1, the rows of a set attend over [own tokens ; the set's
    recorded tokens] with log(weight) on the reference keys (fabric.attention). Rows without a set
    go through the host's own attention, unchanged.
@@ -93,12 +94,17 @@ class _LayerForward:
         if fabric._recording is not None:
             return fabric._record(self, x, context, mask, kwargs)
         plan = fabric._plan
-        special = context is not None or mask is not None or kwargs.get("additional_tokens") is not None
+        # Another extension may pass attn1 its own key tokens as `context`, one sequence per row:
+        # ControlNet's reference_only always does, [own tokens ; its reference's tokens]. The rows
+        # then attend over [those tokens ; FABRIC's tokens], so both apply; skipping such calls
+        # would silently drop FABRIC whenever reference_only is on.
+        foreign = context is not None and (context.shape[0] != x.shape[0] or context.shape[-1] != x.shape[-1])
+        special = foreign or mask is not None or kwargs.get("additional_tokens") is not None
         special = special or bool(kwargs.get("n_times_crossframe_attn_in_self"))
         if plan is None or special or x.shape[0] != plan.n_rows or fabric.failure is not None:
             return self.host_forward(x, context=context, mask=mask, **kwargs)
         try:
-            return fabric._inject(self, x, plan)
+            return fabric._inject(self, x, plan, context)
         except Exception as error:  # a fault must not take the generation down
             fabric._fail(error)
             return self.host_forward(x, context=context, mask=mask, **kwargs)
@@ -154,11 +160,13 @@ class Fabric:
         self.on_failure = on_failure
         self.failure: BaseException | None = None
         self.calls_with_feedback = 0
-        self.reference_passes = 0
+        self.reference_passes = 0  # per set and chunk of references
+        self.reference_calls = 0  # UNet calls of reference passes (sets share them)
         self._layers = [_LayerForward(self, i, m) for i, (_, m) in enumerate(self_attention_layers(unet))]
         self._handles: list = []
         self._plan: _Plan | None = None
         self._recording: list[torch.Tensor | None] | None = None
+        self._spans: list[tuple[int, int]] | None = None  # each set's rows in the reference batch
 
     # -- attach / detach ---------------------------------------------------------------------
 
@@ -243,8 +251,7 @@ class Fabric:
         if not wanted:
             return None
         layers: list[dict[str, _SetState]] = [{} for _ in self._layers]
-        for name in wanted:
-            recorded = self._reference_pass(name, x, timesteps)
+        for name, recorded in self._reference_passes(list(wanted), x, timesteps).items():
             refs = self.references[name]
             for index, hidden in enumerate(recorded):
                 layers[index][name] = self._set_state(hidden, refs, weights[name], x)
@@ -271,29 +278,40 @@ class Fabric:
         return [self.latent_cache.latent(r, height, width) for r in self.references[name]]
 
     def _reference_pass(self, name: str, x: torch.Tensor, timesteps: torch.Tensor) -> list[torch.Tensor]:
-        refs = self.references[name]
+        """The recorded attn1 inputs of one set: [R, N, C] per layer."""
+        return self._reference_passes([name], x, timesteps)[name]
+
+    def _reference_passes(self, names: list[str], x: torch.Tensor, timesteps: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """One pass for every set this call needs: the sets share UNet calls (reference_batch rows
+        each), so 1 liked + 1 disliked reference run as one call of 2 rows, not two calls of 1."""
         height, width = x.shape[-2:]
         t_value = float(timesteps.flatten()[0])
-        latents = self.reference_latents(name, height, width)
-        z = torch.stack(
-            [noised_latent(l.to(x.device), r.key, t_value, self.alphas_cumprod) for l, r in zip(latents, refs)]
-        ).to(x.dtype)
+        noised, spans = [], {}
+        for name in names:
+            refs = self.references[name]
+            latents = self.reference_latents(name, height, width)
+            spans[name] = (len(noised), len(noised) + len(refs))
+            noised += [noised_latent(l.to(x.device), r.key, t_value, self.alphas_cumprod) for l, r in zip(latents, refs)]
+        total = len(noised)
+        z = torch.stack(noised).to(x.dtype)
         if self.reference_concat is not None:
             extra = self.reference_concat(height, width).to(device=x.device, dtype=x.dtype)
-            z = torch.cat([z, extra.expand(len(refs), *extra.shape[1:])], dim=1)
+            z = torch.cat([z, extra.expand(total, *extra.shape[1:])], dim=1)
         if z.shape[1] != x.shape[1]:
             raise ValueError(
                 f"FABRIC: the UNet takes {x.shape[1]} input channels, the references have {z.shape[1]}"
             )
-        t_ref = timesteps.flatten()[:1].expand(len(refs))
+        t_ref = timesteps.flatten()[:1].expand(total)
         kwargs = {
-            k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype).expand(len(refs), *v.shape[1:])
+            k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype).expand(total, *v.shape[1:])
             for k, v in self.reference_kwargs.items()
         }
+        self._spans = list(spans.values())
         batch = self.reference_batch
         while True:
             try:
-                return self._run_reference_chunks(z, t_ref, kwargs, batch)
+                recorded = self._run_reference_chunks(z, t_ref, kwargs, batch)
+                break
             except torch.OutOfMemoryError:
                 if batch == 1:
                     raise
@@ -301,10 +319,12 @@ class Fabric:
                 self.reference_batch = batch
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+        return {name: [hidden[a:b] for hidden in recorded] for name, (a, b) in spans.items()}
 
     def _run_reference_chunks(self, z, t_ref, kwargs, batch: int) -> list[torch.Tensor]:
         chunks: list[list[torch.Tensor]] = [[] for _ in self._layers]
         forward = type(self.unet).forward
+        spans = getattr(self, "_spans", None) or [(0, z.shape[0])]
         for begin in range(0, z.shape[0], batch):
             end = min(begin + batch, z.shape[0])
             self._recording = [None] * len(self._layers)
@@ -314,7 +334,9 @@ class Fabric:
                 pass
             finally:
                 recorded, self._recording = self._recording, None
-            self.reference_passes += 1
+            # counted per set: a call that carries references of two sets is two passes in one call
+            self.reference_passes += sum(1 for a, b in spans if a < end and b > begin)
+            self.reference_calls += 1
             for index, hidden in enumerate(recorded):
                 if hidden is None:
                     raise RuntimeError(f"FABRIC: self-attention layer {index} was not called by the reference pass")
@@ -331,30 +353,38 @@ class Fabric:
 
     # -- main pass ---------------------------------------------------------------------------
 
-    def _inject(self, layer: _LayerForward, x: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    def _inject(self, layer: _LayerForward, x: torch.Tensor, plan: _Plan, context: torch.Tensor | None = None) -> torch.Tensor:
+        """context: the rows' own key tokens when the caller passed them (None: x itself)."""
         module = layer.module
         states = plan.layers[layer.index]
         single = len(plan.groups) == 1 and plan.plain_rows is None
+
+        def select(t, rows):
+            return None if t is None else t.index_select(0, rows)
+
         out = None if single else torch.empty_like(x)
         if plan.plain_rows is not None:
-            out.index_copy_(0, plan.plain_rows, layer.host_forward(x.index_select(0, plan.plain_rows)))
+            rows = plan.plain_rows
+            out.index_copy_(0, rows, layer.host_forward(x.index_select(0, rows), context=select(context, rows)))
         for name, rows in plan.groups:
             rows_x = x if single else x.index_select(0, rows)
-            result = self._attend(module, rows_x, states[name])
+            rows_context = context if single else select(context, rows)
+            result = self._attend(module, rows_x, states[name], rows_context)
             if single:
                 return result
             out.index_copy_(0, rows, result)
         return out
 
-    def _attend(self, module: nn.Module, x: torch.Tensor, state: _SetState) -> torch.Tensor:
+    def _attend(self, module: nn.Module, x: torch.Tensor, state: _SetState, context: torch.Tensor | None = None) -> torch.Tensor:
         batch, n_tokens, _ = x.shape
         heads = module.heads
         q = module.to_q(x)
-        k, v = self.project_kv(module, x)
+        k, v = self.project_kv(module, x if context is None else context)
         ref_k, ref_v = self.project_kv(module, state.hidden.to(x.dtype))
+        own_keys = k.shape[1]
         k = torch.cat([k, ref_k.expand(batch, -1, -1)], dim=1)
         v = torch.cat([v, ref_v.expand(batch, -1, -1)], dim=1)
-        bias = torch.cat([state.bias.new_zeros(n_tokens), state.bias])
+        bias = torch.cat([state.bias.new_zeros(own_keys), state.bias])
         q, k, v = (t.view(batch, t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
         dtype = q.dtype
         if self.upcast and dtype in (torch.float16, torch.bfloat16):
