@@ -16,8 +16,19 @@ strength 0.8, neg_scale 0.5), interleaved in the same run, and prints:
 3. The weighted attention (fabric.attention.weighted_attention) against plain SDPA of the same
    shapes without weights, for SD1.5's attn1 shapes at the benchmark's latent sizes.
 
-Seconds per step: every step of every timed repetition is timed on its own (after a warm-up run of
-every configuration); s/step = f * median(scheduled steps) + (1 - f) * median(other steps), the
+Sizes. CPU: --quick latent 16x16, 1 and 2 references per set, batch 1 and 2, 4 steps, 1 timed
+repetition, off/outside rows at 2+2 (under 2 minutes on 2 idle cores); the default (full) run adds
+4 and 8 references, 2 repetitions and the off/outside/budget rows at 8+8 (about 6-8 minutes).
+CUDA (fp16 under autocast, as the webui): latent 64 (--quick) or 64 and 128. --latent, --refs,
+--batch, --steps, --reps override; --tiny is a 1M-parameter UNet for the tests.
+
+The UNet's own attention (vanilla, reference pass, attn2) is torch's SDPA, swapped in class-wide as
+the webui's "sdp" optimisation does (--host-attention ldm keeps ldm's einsum attention).
+
+Seconds per step: every step of every timed repetition is timed on its own (after a warm-up step of
+every configuration), by the wall clock and by this process's CPU time (--clock picks the one the
+tables use; the CPU-time ratio/floor is shown as well, as it barely moves when other processes
+share the machine; use --threads 1 for it to be pure work). s/step = f * median(scheduled steps) + (1 - f) * median(other steps), the
 medians taken over all timed repetitions. Vanilla steps are all alike: their median over all steps.
 Peak memory: CUDA max_memory_allocated, or on the CPU the process's resident high-water mark
 (VmHWM, reset before each run through /proc/self/clear_refs after malloc_trim); both absolute
@@ -81,6 +92,7 @@ TINY_CONFIG = dict(
 CONTEXT_TOKENS = 77
 CFG_SCALE = 7.0
 CLOCKS = ("wall", "cpu")
+EXTRAS = ("off", "outside", "budget")
 BENCH_SCHEDULE = Schedule(strength=0.8, start=0.0, end=0.8, min_strength=0.0, neg_scale=0.5)
 # The budget row's token_budget: this many times the own tokens of the largest attn1 layer (h*w),
 # per set and layer. At 8 references the full-resolution layers pool 2x2 once (8 -> 2 h*w).
@@ -140,6 +152,38 @@ def attn1_shapes(config: dict, latent: int) -> list[tuple[str, int, int, int, in
         side = -(-latent // ds)
         out.append((f"1/{ds}", side * side, channels, config["num_heads"], layers))
     return out
+
+
+def sdp_attention_forward(self, x, context=None, mask=None, **kwargs):
+    """ldm CrossAttention.forward on torch's SDPA, as the webui's "sdp" cross-attention optimisation."""
+    heads = self.heads
+    context = x if context is None else context
+    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+    batch = q.shape[0]
+    q, k, v = (t.view(batch, -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))
+    if mask is not None:
+        mask = mask.view(batch, 1, 1, -1).bool()
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = out.transpose(1, 2).reshape(batch, -1, heads * out.shape[-1]).to(q.dtype)
+    return self.to_out(out)
+
+
+@contextlib.contextmanager
+def host_attention(name: str):
+    """The attention every CrossAttention runs outside FABRIC: "sdp" (torch's SDPA, replacing
+    CrossAttention.forward class-wide for the benchmark, as the webui does) or "ldm" (ldm's own
+    einsum attention, which materialises the logits)."""
+    if name == "ldm":
+        yield
+        return
+    from ldm.modules.attention import CrossAttention
+
+    original = CrossAttention.__dict__["forward"]
+    CrossAttention.forward = sdp_attention_forward
+    try:
+        yield
+    finally:
+        CrossAttention.forward = original
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -285,13 +329,15 @@ class Options:
     batches: list[int]
     steps: int
     reps: int
-    extra_refs: int  # references per set for the off / outside / budget rows (0: no such rows)
+    extra_refs: int  # references per set of the extra rows (0: none)
+    extras: tuple[str, ...]  # which extra rows: off, outside, budget
     attention_reps: int
     device: torch.device
     dtype: torch.dtype
     label: str
     threads: int | None = None
     clock: str = "wall"
+    host_attention: str = "sdp"
 
 
 @dataclass
@@ -358,8 +404,10 @@ class Bench:
             latent_cache=self.cache,
             token_budget=run.token_budget,
         )
-        reference_pass = getattr(fab, "_reference_pass", None)
-        if reference_pass is not None:  # time the reference passes (a private method; optional)
+        # time the reference passes (a private method; optional): all sets of a call, or one set
+        method = "_reference_passes" if hasattr(fab, "_reference_passes") else "_reference_pass"
+        reference_pass = getattr(fab, method, None)
+        if reference_pass is not None:
 
             def timed(*args, **kwargs):
                 self.sampler.sync()
@@ -372,7 +420,7 @@ class Bench:
                     fab._bench_reference_s[0] += wall
                     fab._bench_reference_s[1] += cpu
 
-            fab._reference_pass = timed
+            setattr(fab, method, timed)
         fab._bench_reference_s = [0.0, 0.0]
         return fab
 
@@ -427,10 +475,12 @@ class Bench:
             for b in o.batches:
                 runs.append(vanilla[b])
                 runs += [Run("fabric", n, b, BENCH_SCHEDULE) for n in o.refs]
-            if o.extra_refs:
-                b, n = o.batches[0], o.extra_refs
+            b, n = o.batches[0], o.extra_refs
+            if n and "off" in o.extras:  # attached, weights 0
                 runs.append(Run("off", n, b, Schedule(strength=0.0, min_strength=0.0)))
+            if n and "outside" in o.extras:  # attached, no step inside the window
                 runs.append(Run("outside", n, b, self.outside_schedule()))
+            if n and "budget" in o.extras:
                 budget = BUDGET_FACTOR * latent * latent  # x the own tokens of the largest attn1 layer
                 runs.append(Run("budget", n, b, BENCH_SCHEDULE, token_budget=budget))
             for run in runs:
@@ -659,10 +709,18 @@ def options_from_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes")
     parser.add_argument("--steps", type=int, help="sampling steps")
     parser.add_argument("--reps", type=int, help="timed repetitions after the warm-up")
-    parser.add_argument("--extra-refs", type=int, help="references per set of the off/outside/budget rows (0: none)")
+    parser.add_argument("--extra-refs", type=int, help="references per set of the extra rows (0: none)")
+    parser.add_argument(
+        "--extras", nargs="*", choices=EXTRAS,
+        help="extra rows: FABRIC attached with weights 0 (off), a window without steps (outside), token budget on",
+    )
     parser.add_argument(
         "--clock", choices=CLOCKS, default="wall",
         help="time steps by wall clock (default) or by this process's CPU time (robust on a shared CPU)",
+    )
+    parser.add_argument(
+        "--host-attention", choices=("sdp", "ldm"), default="sdp",
+        help="the UNet's own attention: torch SDPA (default; the webui's 'sdp') or ldm's einsum attention",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --tiny: 1)")
     args = parser.parse_args(argv)
@@ -670,16 +728,23 @@ def options_from_args(argv: list[str] | None = None) -> Options:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
     dtype = torch.float16 if cuda else torch.float32
+    extras = EXTRAS
     if args.tiny:
         label, config = "tiny", TINY_CONFIG
         latents, refs, batches, steps, reps, extra, attention_reps = [8], [1, 2], [1, 2], 4, 1, 4, 3
-    elif args.quick:
+    elif args.quick and cuda:
         label, config = "quick", SD15_CONFIG
-        latents, refs, batches, steps, reps, extra, attention_reps = [64 if cuda else 16], [1, 2, 4], [1, 2], 5, 2, 4, 5
-    else:
+        latents, refs, batches, steps, reps, extra, attention_reps = [64], [1, 2, 4, 8], [1, 2], 4, 3, 8, 10
+    elif args.quick:  # < 2 minutes on a 2-core CPU
+        label, config = "quick", SD15_CONFIG
+        latents, refs, batches, steps, reps, extra, attention_reps = [16], [1, 2], [1, 2], 4, 1, 2, 5
+        extras = ("off", "outside")
+    elif cuda:
         label, config = "full", SD15_CONFIG
-        latents, refs, batches = ([64, 128] if cuda else [32]), [1, 2, 4, 8], [1, 2]
-        steps, reps, extra, attention_reps = 5, 3 if cuda else 2, 8, 7
+        latents, refs, batches, steps, reps, extra, attention_reps = [64, 128], [1, 2, 4, 8], [1, 2], 4, 5, 8, 20
+    else:  # ~6-8 minutes on a 2-core CPU
+        label, config = "full", SD15_CONFIG
+        latents, refs, batches, steps, reps, extra, attention_reps = [16], [1, 2, 4, 8], [1, 2], 4, 2, 8, 7
     return Options(
         config=config,
         latents=args.latent or latents,
@@ -688,12 +753,14 @@ def options_from_args(argv: list[str] | None = None) -> Options:
         steps=args.steps or steps,
         reps=args.reps or reps,
         extra_refs=extra if args.extra_refs is None else args.extra_refs,
+        extras=tuple(extras if args.extras is None else args.extras),
         attention_reps=attention_reps,
         device=device,
         dtype=dtype,
         label=label,
         threads=args.threads or (1 if args.tiny else None),
         clock=args.clock,
+        host_attention=args.host_attention,
     )
 
 
@@ -703,7 +770,8 @@ def main(argv: list[str] | None = None) -> dict:
     if o.threads:
         torch.set_num_threads(o.threads)
     try:
-        return _main(o)
+        with host_attention(o.host_attention):
+            return _main(o)
     finally:
         torch.set_num_threads(threads)
 
@@ -725,7 +793,7 @@ def _main(o: Options) -> dict:
     log(
         f"# Euler, {o.steps} steps, CFG {CFG_SCALE}; FABRIC start {BENCH_SCHEDULE.start} end {BENCH_SCHEDULE.end} "
         f"strength {BENCH_SCHEDULE.strength} neg_scale {BENCH_SCHEDULE.neg_scale}; {o.reps} timed repetitions "
-        f"after a warm-up; clock: {o.clock}; memory: {bench.memory.method}; load average {load_before:.2f}"
+        f"after a warm-up; clock: {o.clock}; host attention: {o.host_attention}; memory: {bench.memory.method}; load average {load_before:.2f}"
     )
     rows, breakdown = bench.sampling()
     attention = bench.attention()
@@ -750,6 +818,7 @@ def _main(o: Options) -> dict:
         "reps": o.reps,
         "device_name": device_name,
         "clock": o.clock,
+        "host_attention": o.host_attention,
         "load_average": [load_before, load_after],
         "memory": bench.memory.method,
         "rows": rows,

@@ -92,3 +92,21 @@ def test_euler_schedule_is_k_diffusion_s():
     assert sampler.timesteps == pytest.approx([999.0, 749.25, 499.5, 249.75, 0.0], abs=1e-6)
     assert sampler.sigmas[0].item() == pytest.approx(14.6146, rel=1e-4)  # SD1.5's sigma_max
     assert sampler.sigmas[-1].item() == 0.0
+
+
+def test_host_sdp_attention_matches_ldm_and_is_restored(result):
+    import torch
+    from ldm.modules.attention import CrossAttention
+
+    assert CrossAttention.__dict__["forward"] is not bench.sdp_attention_forward  # restored after main()
+    torch.manual_seed(0)
+    self_attn = CrossAttention(query_dim=32, heads=2, dim_head=8).eval()
+    cross_attn = CrossAttention(query_dim=32, context_dim=16, heads=2, dim_head=8).eval()
+    x, context = torch.randn(2, 10, 32), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        for attn, ctx in ((self_attn, None), (cross_attn, context)):
+            expected = attn(x, context=ctx)
+            with bench.host_attention("sdp"):
+                assert CrossAttention.forward is bench.sdp_attention_forward
+                got = attn(x, context=ctx)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
