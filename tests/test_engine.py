@@ -197,6 +197,55 @@ def test_injection_survives_a_class_wide_attention_swap(unet, monkeypatch, when)
     assert "forward" not in CrossAttention.__dict__ or CrossAttention.__dict__["forward"] is einsum_attention
 
 
+class ReferenceOnlyBlocks:
+    """ControlNet's reference_only, as sd-webui-controlnet's hook.py does it: every transformer
+    block's `_forward` is replaced per instance, and attn1 is called with its keys passed as
+    `context`: [the block's own normed tokens ; the reference's tokens] (just the own tokens when
+    it has no reference, as in its write pass)."""
+
+    def __init__(self, unet, extra_tokens: int):
+        self.blocks = [m for m in unet.modules() if fabric.layers.is_transformer_block(m)]
+        self.extra_tokens = extra_tokens
+
+    def __enter__(self):
+        generator = torch.Generator().manual_seed(11)
+        for block in self.blocks:
+            bank = torch.randn(1, self.extra_tokens, block.norm1.normalized_shape[0], generator=generator)
+
+            def hacked(x, context=None, block=block, bank=bank):
+                x_norm1 = block.norm1(x)
+                keys = torch.cat([x_norm1, bank.expand(x.shape[0], -1, -1)], dim=1) if bank.shape[1] else x_norm1
+                x = block.attn1(x_norm1, context=keys) + x
+                x = block.attn2(block.norm2(x), context=context) + x
+                return block.ff(block.norm3(x)) + x
+
+            block._forward = hacked
+        return self
+
+    def __exit__(self, *exc):
+        for block in self.blocks:
+            del block._forward
+
+
+def test_attn1_keys_passed_as_context_by_controlnet_reference_only(unet):
+    """FABRIC applies on top of the keys another extension passes to attn1, instead of skipping
+    the call (which silently dropped FABRIC whenever ControlNet's reference_only was on)."""
+    x, t, ctx = cfg_inputs()
+    fabric_alone = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    with ReferenceOnlyBlocks(unet, extra_tokens=0):  # keys = own tokens: the same as no context
+        assert torch.equal(run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS)), fabric_alone)
+    with ReferenceOnlyBlocks(unet, extra_tokens=6):
+        reference_only = run(unet, x, t, ctx)
+        both = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+        nothing_to_do = make_fabric(unet, LIKED_REFS, DISLIKED_REFS, schedule=Schedule(strength=0.0, min_strength=0.0))
+        assert torch.equal(run(unet, x, t, ctx, nothing_to_do), reference_only)
+        only_cond = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, [], rows=lambda n: [LIKED, None]))
+    assert (both - reference_only).abs().max() > 1e-3
+    assert (both - fabric_alone).abs().max() > 1e-3
+    assert not torch.allclose(only_cond[0], reference_only[0])
+    torch.testing.assert_close(only_cond[1], reference_only[1], rtol=0, atol=1e-5)  # plain rows keep their keys
+
+
 def test_same_inputs_same_output_and_global_rng_untouched(unet):
     x, t, ctx = cfg_inputs()
     state = torch.get_rng_state()
