@@ -6,12 +6,14 @@ the waits are long.  Screenshots of each stage go to tests/artifacts/e2e/ (git-i
 
 The store is the webui's own: ids are checked against GET /fabric/v1/images, and against the id
 computed from the pixels of the file the output gallery shows (fabric.images.image_id), so the
-image that was liked is the one that was on screen.
+image that was liked is the one that was on screen.  Set FABRIC_DOCS_SCREENSHOTS=1 to also write
+docs/webui-panel.png (the panel with a liked and a disliked image beside the output gallery).
 """
 
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,10 @@ BROWSER_ARGS = [
 TIMEOUT_MS = 30_000  # clicks, panel events
 PAGE_LOAD_MS = 180_000  # the webui's page is large; a busy CPU serves it slowly
 GENERATION_MS = 180_000  # per image
+# The webui's own page error, not FABRIC's: a width/height change runs hires_fix.js's
+# onCalcResolutionHires as an event with outputs=[] that returns six values, and gradio 3.41 throws
+# "Cannot read properties of undefined (reading 'props')" applying them (webui v1.10.1, ui.py).
+WEBUI_HIRES_JS = "width/height (webui hires_fix.js)"
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +61,17 @@ class WebuiPage:
         self.context = browser.new_context(viewport={"width": 1600, "height": 1200}, device_scale_factor=1)
         self.context.set_default_timeout(TIMEOUT_MS)
         self.page = self.context.new_page()
-        self.errors = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.errors = []  # uncaught exceptions in the page: "stage: message" (stack on stderr)
+        self.stage = "load"
+        self.page.on("pageerror", self._on_error)
         self.page.goto(URL + "/", timeout=PAGE_LOAD_MS)
         # The webui's inputAccordion.js adds the visible checkbox once the UI is loaded.
         self.page.wait_for_selector("#fabric_txt2img-visible-checkbox", state="attached", timeout=PAGE_LOAD_MS)
         self.page.wait_for_selector("#fabric_like_button_txt2img", state="visible")
+
+    def _on_error(self, exc):
+        self.errors.append(f"{self.stage}: {exc.message}")
+        print(f"page error during {self.stage!r}: {exc.message}\n{exc.stack}", file=sys.stderr)
 
     def close(self):
         self.context.close()
@@ -80,14 +91,34 @@ class WebuiPage:
     def set_slider(self, elem_id, value):
         """Type into a slider's number box (gradio applies it on input; Tab blurs it)."""
         box = self.page.locator(f"#{elem_id} input[type=number]")
+        stage = self.stage
+        if elem_id in ("txt2img_width", "txt2img_height"):
+            self.stage = WEBUI_HIRES_JS
         box.fill(str(value))
         box.press("Tab")
         self.page.wait_for_function(
             "([id, v]) => document.querySelector(`#${id} input[type=range]`).value === v", arg=[elem_id, str(value)]
         )
+        self.page.wait_for_timeout(500)  # the release events run
+        self.stage = stage
+
+    def fabric_errors(self):
+        """Page errors, less the webui's own on width/height (see WEBUI_HIRES_JS)."""
+        return [e for e in self.errors if not (e.startswith(WEBUI_HIRES_JS) and "reading 'props'" in e)]
 
     def set_prompt(self, text):
         self.page.fill("#txt2img_prompt textarea", text)
+
+    def set_seed(self, seed):
+        self.page.fill("#txt2img_seed input[type=number]", str(seed))
+        self.page.press("#txt2img_seed input[type=number]", "Tab")
+
+    def set_sampler(self, name):
+        self.page.click("#txt2img_sampling input")
+        self.page.click(f"#txt2img_sampling ul.options li[data-value='{name}']")
+        self.page.wait_for_function(
+            "(v) => document.querySelector('#txt2img_sampling input').value === v", arg=name
+        )
 
     # -- the output gallery
 
@@ -104,19 +135,31 @@ class WebuiPage:
         return self.js("() => document.querySelector('#generation_info_txt2img textarea').value")
 
     def generate(self, batch_size):
-        """Click Generate; wait for the new generation info and the gallery; return the info dict."""
+        """Click Generate; wait for the new generation info and the gallery; return the info dict.
+
+        An error the webui shows in its log line under the gallery fails at once, with its text.
+        """
         before = self.generation_info()
+        log_before = self.text("#html_log_txt2img") or ""
         self.page.click("#txt2img_generate")
         try:
             self.page.wait_for_function(
-                "([before]) => { const t = document.querySelector('#generation_info_txt2img textarea');"
-                " return t && t.value && t.value !== before; }",
-                arg=[before], timeout=GENERATION_MS * batch_size, polling=500,
+                "([before, logBefore]) => {"
+                " const t = document.querySelector('#generation_info_txt2img textarea');"
+                " if (t && t.value && t.value !== before) return true;"
+                " const log = document.querySelector('#html_log_txt2img').textContent;"
+                " return log !== logBefore && /Error|Exception/.test(log); }",
+                arg=[before, log_before], timeout=GENERATION_MS * batch_size, polling=500,
             )
         except playwright_api.TimeoutError:
             self.screenshot("timeout.png")
-            log = self.text("#html_log_txt2img")
-            raise AssertionError(f"no generation result within {GENERATION_MS * batch_size / 1000:.0f} s; log: {log!r}")
+            raise AssertionError(
+                f"no generation result within {GENERATION_MS * batch_size / 1000:.0f} s;"
+                f" log: {self.text('#html_log_txt2img')!r}"
+            ) from None
+        if self.generation_info() == before:
+            self.screenshot("generation-error.png")
+            raise AssertionError(f"the webui reported an error: {self.text('#html_log_txt2img')!r}")
         info = json.loads(self.generation_info())
         first = info.get("index_of_first_image", 0)
         self.page.wait_for_function(f"{self.thumbnails('#txt2img_gallery')}.length === {first + batch_size}")
@@ -137,16 +180,18 @@ class WebuiPage:
 
     # -- the FABRIC panel
 
-    MESSAGE_STAMP = (
+    # The message line's HTML: each message carries a data-t stamp, so even a repeated text is a
+    # new value (the outerHTML, not the stamp, is compared: a panel without stamps works too).
+    MESSAGE = (
         "(() => { const m = document.querySelector('#fabric_status_txt2img .fabric-msg');"
-        " return m ? m.dataset.t : ''; })()"
+        " return m ? m.outerHTML : ''; })()"
     )
 
     def click_for_message(self, selector):
         """Click and wait for the panel's next status message; return its text."""
-        before = self.js(self.MESSAGE_STAMP)
+        before = self.js(self.MESSAGE)
         self.page.click(selector)
-        self.page.wait_for_function(f"([before]) => {self.MESSAGE_STAMP} !== before", arg=[before])
+        self.page.wait_for_function(f"([before]) => {self.MESSAGE} !== before", arg=[before])
         return self.text("#fabric_status_txt2img .fabric-msg").strip()
 
     def wait_count(self, kind, count, tab="txt2img"):
@@ -168,6 +213,19 @@ class WebuiPage:
             self.page.screenshot(path=str(path), full_page=True)
         else:
             self.page.locator(selector).screenshot(path=str(path))
+        return path
+
+    def screenshot_panel(self, name):
+        """The output gallery and the FABRIC accordion of txt2img, side by side (for the README)."""
+        box = self.js(
+            "() => { const r = s => document.querySelector(s).getBoundingClientRect();"
+            " const tab = r('#tab_txt2img'), gallery = r('#txt2img_gallery'), panel = r('#fabric_txt2img');"
+            " const top = Math.min(gallery.top, panel.top) - 12, bottom = Math.max(gallery.bottom, panel.bottom) + 12;"
+            " return {x: tab.left, y: top + window.scrollY, width: tab.width, height: bottom - top}; }"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / name
+        self.page.screenshot(path=str(path), full_page=True, clip=box)
         return path
 
 
@@ -192,18 +250,24 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert "input-accordion-open" not in p.js("() => document.querySelector('#fabric_txt2img').className")
     assert p.checked("#fabric_txt2img-checkbox input") is False
 
-    p.set_prompt("a lighthouse on a cliff, end-to-end test")
+    # Random weights: some prompts and samplers end in NaNs. This prompt with Euler does not.
+    p.stage = "settings"
+    p.set_prompt("a lighthouse on a cliff")
+    p.set_sampler("Euler")
+    p.set_seed(1234)
     p.set_slider("txt2img_width", 64)
     p.set_slider("txt2img_height", 64)
     p.set_slider("txt2img_steps", 4)
     p.set_slider("txt2img_batch_size", 1)
 
     # 1. Generate one image.
+    p.stage = "generate 1"
     info = p.generate(1)
     assert "FABRIC liked" not in info["infotexts"][0]  # off by default
     p.screenshot("01-generated.png")
 
     # 2. 👍 takes the only image; liking it again keeps one copy.
+    p.stage = "like"
     liked_id = p.output_id(0)
     message = p.click_for_message("#fabric_like_button_txt2img")
     assert "Added to the liked images (1)" in message, message
@@ -211,20 +275,23 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     p.wait_count("disliked", 0)
     store = stored_ids(webui)
     assert store.count(liked_id) == 1, (liked_id, store)
+    p.stage = "like again"
     message = p.click_for_message("#fabric_like_button_txt2img")
     assert "already in the liked set (1)" in message, message
     p.wait_count("liked", 1)
     assert stored_ids(webui).count(liked_id) == 1
-    assert len(stored_ids(webui)) == len(store)
     p.screenshot("02-liked.png")
 
     # 3. A batch of 2: select the second image and 👎 it (never the grid).
+    p.stage = "generate batch of 2"
     p.set_slider("txt2img_batch_size", 2)
+    p.set_seed(5678)
     info = p.generate(2)
     first = info.get("index_of_first_image", 0)
     second = first + 1
     disliked_id = p.output_id(second)
     assert disliked_id != liked_id
+    p.stage = "select and dislike"
     p.select_output(second)
     message = p.click_for_message("#fabric_dislike_button_txt2img")
     assert "Added to the disliked images (1)" in message, message
@@ -234,6 +301,7 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     p.screenshot("03-disliked.png")
 
     # 4. Open the FABRIC accordion: that is what turns FABRIC on (the webui's InputAccordion).
+    p.stage = "open the accordion"
     p.page.click("#fabric_txt2img > .label-wrap")
     p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
     assert p.checked("#fabric_txt2img-visible-checkbox") is True
@@ -245,7 +313,9 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     p.screenshot("04-panel-open-tab.png", "#tab_txt2img")
 
     # 5. Generate again with FABRIC on: the infotext names the images as the store holds them.
+    p.stage = "generate with FABRIC"
     p.set_slider("txt2img_batch_size", 1)
+    p.set_seed(1234)
     info = p.generate(1)
     p.page.wait_for_function(
         "(id) => document.querySelector('#html_info_txt2img').innerText.includes(id)", arg=liked_id
@@ -256,13 +326,18 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert f"FABRIC liked: {liked_id}" in info["infotexts"][0]
     assert {liked_id, disliked_id} <= set(stored_ids(webui))
     assert "FABRIC error" not in infotext
+    # Same prompt, seed and settings as the liked image: the feedback changed the picture.
+    assert p.output_id(0) != liked_id
     p.screenshot("05-generated-with-fabric.png")
     p.screenshot("05-generated-with-fabric-tab.png", "#tab_txt2img")
+    panel_shot = p.screenshot_panel("05-panel.png")
+    if os.environ.get("FABRIC_DOCS_SCREENSHOTS"):
+        (ROOT / "docs" / "webui-panel.png").write_bytes(panel_shot.read_bytes())
 
     # The img2img tab's FABRIC has its own sets and switch.
     assert p.text("#fabric_summary_img2img .fabric-count-liked").strip() == "0"
     assert p.checked("#fabric_img2img-checkbox input") is False
-    assert p.errors == []
+    assert p.fabric_errors() == []
 
 
 def test_img2img_tab_has_its_own_fabric_accordion(page):
@@ -285,4 +360,4 @@ def test_img2img_tab_has_its_own_fabric_accordion(page):
     assert "Liked images (0)" in p.page.inner_text("#fabric_liked_img2img")
     p.page.locator("#fabric_img2img").scroll_into_view_if_needed()
     p.screenshot("06-img2img.png")
-    assert p.errors == []
+    assert p.fabric_errors() == []
