@@ -17,7 +17,8 @@ strength 0.8, neg_scale 0.5), interleaved in the same run, and prints:
    shapes without weights, for SD1.5's attn1 shapes at the benchmark's latent sizes.
 
 Sizes. CPU: --quick latent 16x16, 1 and 2 references per set, batch 1 and 2, 4 steps, 1 timed
-repetition, off/outside rows at 2+2 (under 2 minutes on 2 idle cores); the default (full) run adds
+repetition, a warm-up step of vanilla only (per-step medians absorb a first-call outlier),
+off/outside rows at 2+2 (under 2 minutes on 2 idle cores); the default (full) run adds
 4 and 8 references, 2 repetitions and the off/outside/budget rows at 8+8 (about 6-8 minutes).
 CUDA (fp16 under autocast, as the webui): latent 64 (--quick) or 64 and 128. --latent, --refs,
 --batch, --steps, --reps override; --tiny is a 1M-parameter UNet for the tests.
@@ -26,9 +27,11 @@ The UNet's own attention (vanilla, reference pass, attn2) is torch's SDPA, swapp
 the webui's "sdp" optimisation does (--host-attention ldm keeps ldm's einsum attention).
 
 Seconds per step: every step of every timed repetition is timed on its own (after a warm-up step of
-every configuration), by the wall clock and by this process's CPU time (--clock picks the one the
-tables use; the CPU-time ratio/floor is shown as well, as it barely moves when other processes
-share the machine; use --threads 1 for it to be pure work). s/step = f * median(scheduled steps) + (1 - f) * median(other steps), the
+every configuration), by the wall clock and by this process's CPU time; --clock picks the one the
+tables use. On the CPU the default is one thread and CPU time: on a machine shared with other
+processes, multi-threaded (OpenMP) wall-clock timings of a step vary by 5x, whole ops wait for a
+descheduled thread, while one thread's CPU time is the work (--threads 0 --clock wall for torch's
+threads and the wall clock; the table then also shows the CPU-time ratio/floor). s/step = f * median(scheduled steps) + (1 - f) * median(other steps), the
 medians taken over all timed repetitions. Vanilla steps are all alike: their median over all steps.
 Peak memory: CUDA max_memory_allocated, or on the CPU the process's resident high-water mark
 (VmHWM, reset before each run through /proc/self/clear_refs after malloc_trim); both absolute
@@ -338,6 +341,7 @@ class Options:
     threads: int | None = None
     clock: str = "wall"
     host_attention: str = "sdp"
+    warmup: str = "all"  # warm-up step for every configuration, or "vanilla" only (--quick)
 
 
 @dataclass
@@ -486,8 +490,9 @@ class Bench:
             for run in runs:
                 run.scheduled = [False] * o.steps if run.kind == "vanilla" else self.scheduled(run.schedule)
             begin = time.perf_counter()
-            for run in runs:  # warm-up: every configuration once, over its first scheduled step
-                self.execute(run, latent, record=False, steps=1)
+            for run in runs:  # warm-up: one (scheduled) step of every configuration, or of vanilla only
+                if o.warmup == "all" or run.kind == "vanilla":
+                    self.execute(run, latent, record=False, steps=1)
             self.log(f"# latent {latent}: warm-up {time.perf_counter() - begin:.1f}s")
             for rep in range(o.reps):
                 begin = time.perf_counter()
@@ -585,7 +590,7 @@ class Bench:
                     q, k0, v0 = (
                         torch.randn(shape, generator=generator, device=o.device).to(o.dtype) for _ in range(3)
                     )
-                    own = _median_time(lambda: F.scaled_dot_product_attention(q, k0, v0), o.attention_reps, o.device)
+                    own = _median_time(lambda: F.scaled_dot_product_attention(q, k0, v0), o.attention_reps, o.device, o.clock)
                     for n in o.refs:
                         keys = tokens * (1 + n)
                         k, v = (
@@ -595,8 +600,8 @@ class Bench:
                         bias = torch.cat(
                             [torch.zeros(tokens), torch.full((tokens * n,), math.log(0.8))]
                         ).to(o.device)
-                        plain = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), o.attention_reps, o.device)
-                        weighted = _median_time(lambda: weighted_attention(q, k, v, bias), o.attention_reps, o.device)
+                        plain = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), o.attention_reps, o.device, o.clock)
+                        weighted = _median_time(lambda: weighted_attention(q, k, v, bias), o.attention_reps, o.device, o.clock)
                         rows.append(
                             {
                                 "latent": latent,
@@ -617,18 +622,19 @@ class Bench:
         return rows
 
 
-def _median_time(fn: Callable[[], torch.Tensor], reps: int, device: torch.device) -> float:
+def _median_time(fn: Callable[[], torch.Tensor], reps: int, device: torch.device, which: str = "wall") -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    index = CLOCKS.index(which)
     with torch.no_grad():
         for _ in range(2):
             fn()
         times = []
         for _ in range(reps):
             sync()
-            begin = time.perf_counter()
+            begin = clock()
             fn()
             sync()
-            times.append(time.perf_counter() - begin)
+            times.append(elapsed(begin)[index])
     return statistics.median(times)
 
 
@@ -715,14 +721,18 @@ def options_from_args(argv: list[str] | None = None) -> Options:
         help="extra rows: FABRIC attached with weights 0 (off), a window without steps (outside), token budget on",
     )
     parser.add_argument(
-        "--clock", choices=CLOCKS, default="wall",
-        help="time steps by wall clock (default) or by this process's CPU time (robust on a shared CPU)",
+        "--clock", choices=CLOCKS,
+        help="time steps by the wall clock (default on CUDA) or by this process's CPU time (default on the CPU)",
     )
     parser.add_argument(
         "--host-attention", choices=("sdp", "ldm"), default="sdp",
         help="the UNet's own attention: torch SDPA (default; the webui's 'sdp') or ldm's einsum attention",
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --tiny: 1)")
+    parser.add_argument(
+        "--threads", type=int,
+        help="torch CPU threads (default on the CPU: 1, which with --clock cpu measures the work and not the "
+        "other processes on the machine; 0: torch's default)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -758,9 +768,10 @@ def options_from_args(argv: list[str] | None = None) -> Options:
         device=device,
         dtype=dtype,
         label=label,
-        threads=args.threads or (1 if args.tiny else None),
-        clock=args.clock,
+        threads=(1 if not cuda else None) if args.threads is None else (args.threads or None),
+        clock=args.clock or ("wall" if cuda else "cpu"),
         host_attention=args.host_attention,
+        warmup="vanilla" if args.quick and not cuda else "all",
     )
 
 
