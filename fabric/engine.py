@@ -13,10 +13,10 @@ every attn1; nothing else is touched and detach removes exactly those. Per UNet 
 1. The pre-hook reads the timestep, asks the host which reference set each row of the batch uses
    (`rows`), and takes the schedule's weight for each set. Sets with weight 0 and rows without a
    set cost nothing; if no row needs a set, the call runs untouched.
-2. The needed sets get their reference pass: their latents, noised to this timestep, go through
-   the UNet with the host's empty-prompt conditioning while each attn1 records its input. The sets
-   share UNet calls (up to reference_batch rows each: 1 liked + 1 disliked image is one call of 2
-   rows, not two calls of 1). The pass stops as soon as the last attn1 has recorded.
+2. Each needed set gets its reference pass: its latents, noised to this timestep, go through the
+   UNet with the host's empty-prompt conditioning (up to reference_batch rows per call) while each
+   attn1 records its input. The pass stops as soon as the last attn1 has recorded. With
+   share_reference_calls the sets share those calls.
 3. The main pass runs; in each attn1, the rows of a set attend over [own tokens ; the set's
    recorded tokens] with log(weight) on the reference keys (fabric.attention). Rows without a set
    go through the host's own attention, unchanged.
@@ -130,6 +130,7 @@ class Fabric:
         upcast: bool = False,
         max_logits: int = DEFAULT_MAX_LOGITS,
         on_failure: Callable[[BaseException], None] | None = None,
+        share_reference_calls: bool = False,
     ):
         """
         references: set name -> references; the row sets name them (LIKED/DISLIKED in the webui).
@@ -140,6 +141,9 @@ class Fabric:
             has more channels than the latent (inpainting models).
         token_budget: at most this many reference tokens per set and layer (0: no limit); pooled.
         reference_batch: references per UNet call of the reference pass; halved on out-of-memory.
+        share_reference_calls: run the liked and disliked references of a call in the same UNet
+            calls. Faster with few references (one call of 2 rows instead of two of 1), but then
+            a set's result depends, at float-rounding level, on the other set.
         """
         self.unet = unet
         self.references = {
@@ -158,10 +162,11 @@ class Fabric:
         self.upcast = upcast
         self.max_logits = max_logits
         self.on_failure = on_failure
+        self.share_reference_calls = share_reference_calls
         self.failure: BaseException | None = None
         self.calls_with_feedback = 0
         self.reference_passes = 0  # per set and chunk of references
-        self.reference_calls = 0  # UNet calls of reference passes (sets share them)
+        self.reference_calls = 0  # UNet calls of reference passes
         self._layers = [_LayerForward(self, i, m) for i, (_, m) in enumerate(self_attention_layers(unet))]
         self._handles: list = []
         self._plan: _Plan | None = None
@@ -251,10 +256,14 @@ class Fabric:
         if not wanted:
             return None
         layers: list[dict[str, _SetState]] = [{} for _ in self._layers]
-        for name, recorded in self._reference_passes(list(wanted), x, timesteps).items():
-            refs = self.references[name]
-            for index, hidden in enumerate(recorded):
-                layers[index][name] = self._set_state(hidden, refs, weights[name], x)
+        # Separate passes keep a set's states bit-independent of the other set (batched kernels
+        # round differently per batch size); sharing calls is faster with few references.
+        batches = [list(wanted)] if self.share_reference_calls else [[name] for name in wanted]
+        for names in batches:
+            for name, recorded in self._reference_passes(names, x, timesteps).items():
+                refs = self.references[name]
+                for index, hidden in enumerate(recorded):
+                    layers[index][name] = self._set_state(hidden, refs, weights[name], x)
         self.calls_with_feedback += 1
         device = x.device
         groups = [(name, torch.tensor(rows, device=device)) for name, rows in wanted.items()]
@@ -282,8 +291,7 @@ class Fabric:
         return self._reference_passes([name], x, timesteps)[name]
 
     def _reference_passes(self, names: list[str], x: torch.Tensor, timesteps: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """One pass for every set this call needs: the sets share UNet calls (reference_batch rows
-        each), so 1 liked + 1 disliked reference run as one call of 2 rows, not two calls of 1."""
+        """The reference pass of `names` in shared UNet calls (reference_batch rows each)."""
         height, width = x.shape[-2:]
         t_value = float(timesteps.flatten()[0])
         noised, spans = [], {}

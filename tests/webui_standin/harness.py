@@ -219,18 +219,20 @@ class Recorder:
                 recorder.entries[-1]["calls"].append(roles)
             return roles
 
-        original_pass = fabric.engine.Fabric._reference_pass
+        original_passes = fabric.engine.Fabric._reference_passes
 
-        def reference_pass(self, name, x, timesteps):
+        def reference_passes(self, names, x, timesteps):
+            """One entry per set whose references ran (the sets of a call share UNet calls)."""
             if recorder.entries:
-                recorder.entries[-1]["passes"].append({
-                    "set": name, "unet": self.unet, "t": float(timesteps.flatten()[0]),
-                    "kwargs": {k: v.clone() for k, v in self.reference_kwargs.items()},
-                })
-            return original_pass(self, name, x, timesteps)
+                for name in names:
+                    recorder.entries[-1]["passes"].append({
+                        "set": name, "unet": self.unet, "t": float(timesteps.flatten()[0]),
+                        "kwargs": {k: v.clone() for k, v in self.reference_kwargs.items()},
+                    })
+            return original_passes(self, names, x, timesteps)
 
         monkeypatch.setattr(fabric.rows.RowTracker, "take", take)
-        monkeypatch.setattr(fabric.engine.Fabric, "_reference_pass", reference_pass)
+        monkeypatch.setattr(fabric.engine.Fabric, "_reference_passes", reference_passes)
 
     def passes(self, set_name=None, hr=None):
         return [p for e in self.entries if hr is None or e["hr"] == hr for p in e["passes"]
