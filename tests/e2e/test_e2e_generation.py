@@ -134,7 +134,9 @@ def test_img2img_and_inpainting(webui):
 def test_infotext_field_restores_the_settings(webui):
     first = webui.generate({"alwayson_scripts": fabric_args(strength=0.6)})
     text = infotext(first)
-    again = webui.generate({"infotext": text, "alwayson_scripts": {"FABRIC": {"args": [{"enabled": True}]}}})
+    # Positional [True]: switch FABRIC on and keep the other arguments the infotext restored (a
+    # named object would give every key it leaves out its default, i.e. no images).
+    again = webui.generate({"infotext": text, "alwayson_scripts": {"FABRIC": {"args": [True]}}})
     assert images(again) == images(first)
 
 
