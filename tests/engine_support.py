@@ -49,23 +49,10 @@ def small_unet(seed: int = 0, *, y: bool = False, in_channels: int = 4) -> UNetM
 
 
 def sd15_unet() -> UNetModel:
-    """The SD1.5 UNet configuration (configs/v1-inference.yaml), 860M parameters."""
-    unet = UNetModel(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        model_channels=320,
-        attention_resolutions=[4, 2, 1],
-        num_res_blocks=2,
-        channel_mult=[1, 2, 4, 4],
-        num_heads=8,
-        use_spatial_transformer=True,
-        transformer_depth=1,
-        context_dim=768,
-        use_checkpoint=False,
-        legacy=False,
-    )
-    return randomize(unet, 0).eval()
+    """The SD1.5 UNet configuration (configs/v1-inference.yaml, as the benchmark builds it)."""
+    from fabric.bench import SD15_CONFIG
+
+    return randomize(UNetModel(image_size=32, **SD15_CONFIG), 0).eval()
 
 
 def with_sgm_blocks(unet: UNetModel) -> UNetModel:
