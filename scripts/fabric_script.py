@@ -178,7 +178,6 @@ class _Job:
         self.settings = settings
         self.rows = RowTracker()
         self.fabric: fabric.Fabric | None = None
-        self.failures: list[str] = []
         store = get_store()
         self.images = {item.id: store.get(item.id) for item in (*settings.liked, *settings.disliked)}
         self._concat: dict[tuple[int, int], torch.Tensor] = {}
@@ -284,7 +283,6 @@ class _Job:
     def on_failure(self, error: BaseException) -> None:
         message = f"FABRIC was turned off for the rest of this job: {type(error).__name__}: {error}"
         print(message, file=sys.stderr)
-        self.failures.append(message)
         self.p.extra_generation_params["FABRIC error"] = f"{type(error).__name__}"
         self.p.comment(message)
 
