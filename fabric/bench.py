@@ -12,7 +12,9 @@ strength 0.8, neg_scale 0.5), interleaved in the same run, and prints:
    step, liked + disliked; B = images; design.md section 4), ratio / floor, and peak memory.
    Extra rows: FABRIC attached with weights 0 ("off"), a schedule window that contains no step
    ("outside") and the token budget on ("budget").
-2. Where the time of a scheduled step goes: the reference pass and the main pass.
+2. Where the time of a scheduled step goes: the reference pass and the main pass (for runs whose
+   references ran in UNet calls of their own; the "references" column says where they ran:
+   "in call" is the engine's default where safe, --separate-passes forces the fallback).
 3. The weighted attention (fabric.attention.weighted_attention) against plain SDPA of the same
    shapes without weights, for SD1.5's attn1 shapes at the benchmark's latent sizes.
 
@@ -294,7 +296,7 @@ class EulerSampler:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def sample(self, noise, cond, uncond, steps: int | None = None):
+    def sample(self, noise, cond, uncond, steps: int | None = None, after_step: Callable[[], None] | None = None):
         """Latents [B, 4, h, w] and the (wall, CPU) seconds of each step."""
         x = noise.to(self.device, torch.float32) * self.sigmas[0].item()
         context = torch.cat([cond, uncond]).to(self.device, self.dtype)
@@ -318,6 +320,8 @@ class EulerSampler:
             x = x + eps * (sigma_next - sigma)  # Euler: d = (x - denoised) / sigma = eps
             self.sync()
             times.append(elapsed(begin))
+            if after_step is not None:
+                after_step()
         return x, times
 
 
@@ -342,6 +346,7 @@ class Options:
     clock: str = "wall"
     host_attention: str = "sdp"
     warmup: str = "all"  # warm-up step for every configuration, or "vanilla" only (--quick)
+    fuse: bool = True  # the engine's default: reference rows inside the UNet call where safe
 
 
 @dataclass
@@ -358,6 +363,7 @@ class Run:
     reference_s: list[tuple[float, float]] = field(default_factory=list)  # per scheduled step, all repetitions
     peak: dict | None = None
     output: torch.Tensor | None = None
+    mode: str = "-"  # where the reference rows ran: "in call", "separate" (own UNet calls)
 
 
 def _reference(key: str, seed: int, channels: int = 4) -> Reference:
@@ -407,6 +413,7 @@ class Bench:
             reference_kwargs={"context": self.empty},
             latent_cache=self.cache,
             token_budget=run.token_budget,
+            fuse_reference_rows=self.o.fuse,
         )
         # time the reference passes (a private method; optional): all sets of a call, or one set
         method = "_reference_passes" if hasattr(fab, "_reference_passes") else "_reference_pass"
@@ -452,21 +459,20 @@ class Bench:
             run.output = out.cpu()
             if fab is not None:
                 run.reference_s.extend(s for s, on in zip(step_reference_s, run.scheduled) if on)
+                if fab.fused_calls or fab.reference_calls:
+                    run.mode = "in call" if fab.fused_calls and not fab.reference_calls else "separate"
         if fab is not None and fab.failure is not None:
             raise RuntimeError(f"FABRIC failed during the benchmark: {fab.failure!r}") from fab.failure
         return fab
 
     def _sample_with_reference_times(self, fab, noise, cond, uncond, steps, per_step):
-        # The sampler calls the UNet once per step: read the reference seconds after each call.
-        def after_step(*_):
+        # Read the reference seconds after each step. Not by a hook on the UNet: the engine runs
+        # the references in separate calls when it finds another hook there.
+        def after_step():
             per_step.append(tuple(fab._bench_reference_s))
             fab._bench_reference_s = [0.0, 0.0]
 
-        handle = self.unet.register_forward_hook(after_step, always_call=True)
-        try:
-            return self.sampler.sample(noise, cond, uncond, steps)
-        finally:
-            handle.remove()
+        return self.sampler.sample(noise, cond, uncond, steps, after_step)
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -529,6 +535,7 @@ class Bench:
         ratio = fabric_s / vanilla_s
         row = {
             "kind": run.kind,
+            "mode": run.mode,
             "refs_per_set": run.refs,
             "batch": run.batch,
             "latent": latent,
@@ -558,9 +565,9 @@ class Bench:
     def _breakdown(self, run: Run, van: Run, latent: int) -> dict:
         clock_index = CLOCKS.index(self.o.clock)
         vanilla_s, _, step, _ = self._per_step(run, van, clock_index)
-        head = {"kind": run.kind, "refs_per_set": run.refs, "batch": run.batch, "latent": latent}
-        if step is None or not run.reference_s:
-            return head
+        head = {"kind": run.kind, "mode": run.mode, "refs_per_set": run.refs, "batch": run.batch, "latent": latent}
+        if step is None or not run.reference_s or run.mode != "separate":
+            return head  # in the call, the references' time is not separable from the main pass
         reference = statistics.median(t[clock_index] for t in run.reference_s)
         main = step - reference
         refs_run = 2 * run.refs
@@ -658,6 +665,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 SAMPLING_COLUMNS = [
     ("kind", "kind", ""),
+    ("references", "mode", ""),
     ("refs/set", "refs_per_set", "d"),
     ("B", "batch", "d"),
     ("latent", "latent", "d"),
@@ -676,6 +684,7 @@ SAMPLING_COLUMNS = [
 ]
 BREAKDOWN_COLUMNS = [
     ("kind", "kind", ""),
+    ("references", "mode", ""),
     ("refs/set", "refs_per_set", "d"),
     ("B", "batch", "d"),
     ("latent", "latent", "d"),
@@ -733,6 +742,10 @@ def options_from_args(argv: list[str] | None = None) -> Options:
         help="torch CPU threads (default on the CPU: 1, which with --clock cpu measures the work and not the "
         "other processes on the machine; 0: torch's default)",
     )
+    parser.add_argument(
+        "--separate-passes", action="store_true",
+        help="run the references in UNet calls of their own (the engine's fallback) instead of inside the sampler's call",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -772,6 +785,7 @@ def options_from_args(argv: list[str] | None = None) -> Options:
         clock=args.clock or ("wall" if cuda else "cpu"),
         host_attention=args.host_attention,
         warmup="vanilla" if args.quick and not cuda else "all",
+        fuse=not args.separate_passes,
     )
 
 
@@ -830,6 +844,7 @@ def _main(o: Options) -> dict:
         "device_name": device_name,
         "clock": o.clock,
         "host_attention": o.host_attention,
+        "fuse_reference_rows": o.fuse,
         "load_average": [load_before, load_after],
         "memory": bench.memory.method,
         "rows": rows,

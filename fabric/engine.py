@@ -14,12 +14,20 @@ every attn1; nothing else is touched and detach removes exactly those. Per UNet 
    (`rows`), and takes the schedule's weight for each set. Sets with weight 0 and rows without a
    set cost nothing; if no row needs a set, the call runs untouched.
 2. Each needed set gets its reference pass: its latents, noised to this timestep, go through the
-   UNet with the host's empty-prompt conditioning (up to reference_batch rows per call) while each
-   attn1 records its input. The pass stops as soon as the last attn1 has recorded. With
-   share_reference_calls the sets share those calls.
+   UNet with the host's empty-prompt conditioning while each attn1 takes its input as the set's
+   tokens. Two ways, picked per call:
+   - in the call (fuse_reference_rows; by default where safe, and not on CUDA): the pre-hook
+     appends the reference rows to the UNet's own inputs, each attn1 splits them off, and the
+     after-hook drops their output. One UNet call instead of two or three: on a CPU, where a
+     call's cost is mostly reading the weights, this is most of the speed.
+   - separate passes: the references run through the UNet in calls of their own (up to
+     reference_batch rows each) that stop after the last attn1. Used when fusing is off or not
+     safe: more reference rows than reference_batch, inputs FABRIC cannot extend (a longer
+     prompt's context, an unknown per-row input), or another extension wrapping the UNet or its
+     modules. Each set has its own calls, so that a set's tokens never depend on the other set.
 3. The main pass runs; in each attn1, the rows of a set attend over [own tokens ; the set's
-   recorded tokens] with log(weight) on the reference keys (fabric.attention). Rows without a set
-   go through the host's own attention, unchanged.
+   tokens] with log(weight) on the reference keys (fabric.attention). Rows without a set go
+   through the host's own attention, unchanged.
 
 The host's attention implementation is called as `type(module).forward` at call time, so a webui
 that swaps CrossAttention.forward class-wide (every model load, every change of the attention
@@ -72,10 +80,22 @@ class _SetState:
 
 @dataclass
 class _Plan:
-    n_rows: int
+    n_rows: int  # the host's rows of this call
     groups: list[tuple[str, torch.Tensor]]  # (set, row indices) for rows that attend to a set
     plain_rows: torch.Tensor | None  # rows that stay untouched
-    layers: list[dict[str, _SetState]]  # per attn1: the states of the sets in use
+    layers: list[dict[str, _SetState]] | None  # per attn1: the states of the sets (separate passes)
+    fused: "_FusedRows | None" = None  # reference rows appended to this call instead
+
+
+@dataclass
+class _FusedRows:
+    spans: dict[str, tuple[int, int]]  # each set's rows among the appended reference rows
+    weights: dict[str, float]
+    latent_hw: tuple[int, int]
+
+    @property
+    def n_rows(self) -> int:
+        return max(b for _, b in self.spans.values())
 
 
 class _LayerForward:
@@ -94,6 +114,7 @@ class _LayerForward:
         if fabric._recording is not None:
             return fabric._record(self, x, context, mask, kwargs)
         plan = fabric._plan
+        expected_rows = None if plan is None else plan.n_rows + (plan.fused.n_rows if plan.fused else 0)
         # Another extension may pass attn1 its own key tokens as `context`, one sequence per row:
         # ControlNet's reference_only always does, [own tokens ; its reference's tokens]. The rows
         # then attend over [those tokens ; FABRIC's tokens], so both apply; skipping such calls
@@ -101,10 +122,12 @@ class _LayerForward:
         foreign = context is not None and (context.shape[0] != x.shape[0] or context.shape[-1] != x.shape[-1])
         special = foreign or mask is not None or kwargs.get("additional_tokens") is not None
         special = special or bool(kwargs.get("n_times_crossframe_attn_in_self"))
-        if plan is None or special or x.shape[0] != plan.n_rows or fabric.failure is not None:
+        if plan is None or special or x.shape[0] != expected_rows or fabric.failure is not None:
             return self.host_forward(x, context=context, mask=mask, **kwargs)
         try:
-            return fabric._inject(self, x, plan, context)
+            if plan.fused is not None:
+                return fabric._inject_fused(self, x, plan, context)
+            return fabric._inject(self, x, plan, plan.layers[self.index], context)
         except Exception as error:  # a fault must not take the generation down
             fabric._fail(error)
             return self.host_forward(x, context=context, mask=mask, **kwargs)
@@ -130,7 +153,7 @@ class Fabric:
         upcast: bool = False,
         max_logits: int = DEFAULT_MAX_LOGITS,
         on_failure: Callable[[BaseException], None] | None = None,
-        share_reference_calls: bool = False,
+        fuse_reference_rows: bool | None = None,
     ):
         """
         references: set name -> references; the row sets name them (LIKED/DISLIKED in the webui).
@@ -141,9 +164,11 @@ class Fabric:
             has more channels than the latent (inpainting models).
         token_budget: at most this many reference tokens per set and layer (0: no limit); pooled.
         reference_batch: references per UNet call of the reference pass; halved on out-of-memory.
-        share_reference_calls: run the liked and disliked references of a call in the same UNet
-            calls. Faster with few references (one call of 2 rows instead of two of 1), but then
-            a set's result depends, at float-rounding level, on the other set.
+        fuse_reference_rows: run the reference rows inside the host's UNet call where that is
+            safe (see the module docstring), at most reference_batch of them. Rows then depend,
+            at float-rounding level, on the batch they ran in. None (auto): everywhere but on
+            CUDA, where an out-of-memory error inside the host's call could not be retried with
+            fewer rows, as separate passes are.
         """
         self.unet = unet
         self.references = {
@@ -162,16 +187,19 @@ class Fabric:
         self.upcast = upcast
         self.max_logits = max_logits
         self.on_failure = on_failure
-        self.share_reference_calls = share_reference_calls
+        self.fuse_reference_rows = fuse_reference_rows
         self.failure: BaseException | None = None
         self.calls_with_feedback = 0
         self.reference_passes = 0  # per set and chunk of references
-        self.reference_calls = 0  # UNet calls of reference passes
+        self.reference_calls = 0  # UNet calls of separate reference passes
+        self.fused_calls = 0  # host UNet calls that carried the reference rows
         self._layers = [_LayerForward(self, i, m) for i, (_, m) in enumerate(self_attention_layers(unet))]
         self._handles: list = []
         self._plan: _Plan | None = None
         self._recording: list[torch.Tensor | None] | None = None
         self._spans: list[tuple[int, int]] | None = None  # each set's rows in the reference batch
+        self._keep_rows: int | None = None  # the host's rows of a call that carries reference rows
+        self._wrapped_by_others = False  # another extension's forward on a module of the UNet
 
     # -- attach / detach ---------------------------------------------------------------------
 
@@ -183,6 +211,7 @@ class Fabric:
         detach(self.unet)  # whatever a failed job may have left
         if not self._layers:
             raise ValueError("FABRIC: this UNet has no self-attention layers (attn1) to attach to")
+        self._wrapped_by_others = any(_foreign_forward(module) for module in self.unet.modules())
         for layer in self._layers:
             layer.module.forward = layer
         self._handles.append(self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
@@ -213,16 +242,25 @@ class Fabric:
 
     def _before_unet(self, unet, args, kwargs):
         self._plan = None
+        self._keep_rows = None
         if self._recording is not None or self.failure is not None:
             return None
         try:
-            self._plan = self._make_plan(args, kwargs)
+            self._plan, fused_inputs = self._make_plan(args, kwargs)
         except Exception as error:
             self._fail(error)
-        return None
+            return None
+        if fused_inputs is None:
+            return None
+        self._keep_rows = self._plan.n_rows
+        return fused_inputs
 
-    def _after_unet(self, *_):
+    def _after_unet(self, module, args, output):
         self._plan = None
+        keep, self._keep_rows = self._keep_rows, None
+        if keep is not None and isinstance(output, torch.Tensor):
+            return output[:keep]  # the reference rows' output is not the host's
+        return None
 
     def _fail(self, error: BaseException) -> None:
         self._plan = None
@@ -234,14 +272,15 @@ class Fabric:
             else:
                 warnings.warn(f"FABRIC disabled for the rest of this job: {error!r}", RuntimeWarning)
 
-    def _make_plan(self, args, kwargs) -> _Plan | None:
+    def _make_plan(self, args, kwargs) -> tuple[_Plan | None, tuple | None]:
+        """The plan of one UNet call, and its extended (args, kwargs) if it carries the references."""
         x = args[0] if args else kwargs["x"]
         timesteps = args[1] if len(args) > 1 else kwargs.get("timesteps")
         if timesteps is None:
-            return None
+            return None, None
         row_sets = self.rows(x.shape[0])
         if row_sets is None:
-            return None
+            return None, None
         if len(row_sets) != x.shape[0]:
             raise ValueError(f"FABRIC: {len(row_sets)} row roles for a batch of {x.shape[0]}")
         t_value = float(timesteps.flatten()[0])
@@ -254,27 +293,74 @@ class Fabric:
             else:
                 plain.append(row)
         if not wanted:
-            return None
-        layers: list[dict[str, _SetState]] = [{} for _ in self._layers]
-        # Separate passes keep a set's states bit-independent of the other set (batched kernels
-        # round differently per batch size); sharing calls is faster with few references.
-        batches = [list(wanted)] if self.share_reference_calls else [[name] for name in wanted]
-        for names in batches:
-            for name, recorded in self._reference_passes(names, x, timesteps).items():
-                refs = self.references[name]
-                for index, hidden in enumerate(recorded):
-                    layers[index][name] = self._set_state(hidden, refs, weights[name], x)
+            return None, None
         self.calls_with_feedback += 1
         device = x.device
         groups = [(name, torch.tensor(rows, device=device)) for name, rows in wanted.items()]
         plain_rows = torch.tensor(plain, device=device) if plain else None
-        return _Plan(x.shape[0], groups, plain_rows, layers)
+        fused = self._fused_inputs(list(wanted), args, kwargs, x, timesteps)
+        if fused is not None:
+            inputs, spans = fused
+            rows = _FusedRows(spans, {name: weights[name] for name in wanted}, tuple(x.shape[-2:]))
+            self.fused_calls += 1
+            self.reference_passes += len(spans)
+            return _Plan(x.shape[0], groups, plain_rows, None, rows), inputs
+        layers: list[dict[str, _SetState]] = [{} for _ in self._layers]
+        # A pass per set keeps its states bit-independent of the other set (batched kernels
+        # may round differently per batch size).
+        for name in wanted:
+            refs = self.references[name]
+            for index, hidden in enumerate(self._reference_pass(name, x, timesteps)):
+                layers[index][name] = self._set_state(hidden, refs, weights[name], tuple(x.shape[-2:]))
+        return _Plan(x.shape[0], groups, plain_rows, layers), None
 
-    def _set_state(self, hidden: torch.Tensor, refs: list[Reference], weight: float, x: torch.Tensor) -> _SetState:
+    def _fused_inputs(self, names: list[str], args, kwargs, x, timesteps):
+        """The UNet's inputs with the reference rows of `names` appended, and each set's span among
+        them; None where fusing is off or not known to be safe (then: separate passes)."""
+        n_rows = x.shape[0]
+        total = sum(len(self.references[name]) for name in names)
+        fuse = self.fuse_reference_rows
+        if fuse is None:
+            fuse = x.device.type != "cuda"
+        if not fuse or total > self.reference_batch or self._unet_wrapped():
+            return None
+        if len(args) > len(_UNET_INPUTS):
+            return None
+        inputs = dict(zip(_UNET_INPUTS, args), **kwargs)
+        extendable = {"x", "timesteps", *self.reference_kwargs}
+        for name, value in inputs.items():
+            if value is None or name in extendable:
+                continue
+            if isinstance(value, (torch.Tensor, list, tuple, dict)):
+                return None  # a per-row input FABRIC has no reference counterpart for
+        if not isinstance(timesteps, torch.Tensor) or timesteps.shape != (n_rows,):
+            return None
+        for name, value in self.reference_kwargs.items():
+            own = inputs.get(name)
+            if not isinstance(own, torch.Tensor) or own.shape[0] != n_rows or own.shape[1:] != value.shape[1:]:
+                return None  # e.g. a prompt longer than 75 tokens: contexts of different lengths
+        z, t_ref, ref_kwargs, spans = self._reference_inputs(names, x, timesteps)
+        extended = {"x": z, "timesteps": t_ref, **ref_kwargs}
+        for name, extra in extended.items():
+            inputs[name] = torch.cat([inputs[name], extra.to(inputs[name].dtype)])
+        positional = len(args)
+        new_args = tuple(inputs.pop(name) for name in _UNET_INPUTS[:positional])
+        return (new_args, inputs), spans
+
+    def _unet_wrapped(self) -> bool:
+        """Whether another extension wraps the UNet (ControlNet replaces its forward per job; ToMe
+        adds a pre-hook) or wrapped one of its modules before FABRIC attached: such code may not
+        expect the extra rows."""
+        if _foreign_forward(self.unet) or self._wrapped_by_others:
+            return True
+        own = {handle.id for handle in self._handles}
+        return not (set(self.unet._forward_pre_hooks) <= own and set(self.unet._forward_hooks) <= own)
+
+    def _set_state(self, hidden: torch.Tensor, refs: list[Reference], weight: float, latent_hw: tuple[int, int]) -> _SetState:
         """[R, N, C] recorded tokens -> one flattened key sequence with its log-weight bias."""
         log_pool = 0.0
         if self.token_budget > 0 and hidden.shape[0] * hidden.shape[1] > self.token_budget:
-            hidden, log_pool = pool_tokens(hidden, self.token_budget, tuple(x.shape[-2:]))
+            hidden, log_pool = pool_tokens(hidden, self.token_budget, latent_hw)
         per_token = hidden.shape[1]
         log_weights = torch.tensor([math.log(weight * r.weight) + log_pool for r in refs], dtype=torch.float32)
         bias = log_weights.repeat_interleave(per_token).to(device=hidden.device)
@@ -291,7 +377,26 @@ class Fabric:
         return self._reference_passes([name], x, timesteps)[name]
 
     def _reference_passes(self, names: list[str], x: torch.Tensor, timesteps: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """The reference pass of `names` in shared UNet calls (reference_batch rows each)."""
+        """The reference pass of `names` in common UNet calls (reference_batch rows each)."""
+        z, t_ref, kwargs, spans = self._reference_inputs(names, x, timesteps)
+        self._spans = list(spans.values())
+        batch = self.reference_batch
+        while True:
+            try:
+                recorded = self._run_reference_chunks(z, t_ref, kwargs, batch)
+                break
+            except torch.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)
+                self.reference_batch = batch
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        return {name: [hidden[a:b] for hidden in recorded] for name, (a, b) in spans.items()}
+
+    def _reference_inputs(self, names: list[str], x: torch.Tensor, timesteps: torch.Tensor):
+        """UNet inputs of the references of `names` at this call's timestep: (latents, timesteps,
+        keyword inputs, each set's (begin, end) rows)."""
         height, width = x.shape[-2:]
         t_value = float(timesteps.flatten()[0])
         noised, spans = [], {}
@@ -314,20 +419,7 @@ class Fabric:
             k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype).expand(total, *v.shape[1:])
             for k, v in self.reference_kwargs.items()
         }
-        self._spans = list(spans.values())
-        batch = self.reference_batch
-        while True:
-            try:
-                recorded = self._run_reference_chunks(z, t_ref, kwargs, batch)
-                break
-            except torch.OutOfMemoryError:
-                if batch == 1:
-                    raise
-                batch = max(1, batch // 2)
-                self.reference_batch = batch
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-        return {name: [hidden[a:b] for hidden in recorded] for name, (a, b) in spans.items()}
+        return z, t_ref, kwargs, spans
 
     def _run_reference_chunks(self, z, t_ref, kwargs, batch: int) -> list[torch.Tensor]:
         chunks: list[list[torch.Tensor]] = [[] for _ in self._layers]
@@ -361,10 +453,23 @@ class Fabric:
 
     # -- main pass ---------------------------------------------------------------------------
 
-    def _inject(self, layer: _LayerForward, x: torch.Tensor, plan: _Plan, context: torch.Tensor | None = None) -> torch.Tensor:
+    def _inject_fused(self, layer: _LayerForward, x: torch.Tensor, plan: _Plan, context=None) -> torch.Tensor:
+        """attn1 of a call that carries the reference rows after the host's rows: those rows take
+        plain self-attention, as in a reference pass, and their input is the sets' tokens."""
+        fused, n_rows = plan.fused, plan.n_rows
+        own, references = x[:n_rows], x[n_rows:]
+        states = {
+            name: self._set_state(references[a:b], self.references[name], fused.weights[name], fused.latent_hw)
+            for name, (a, b) in fused.spans.items()
+        }
+        ref_context = None if context is None else context[n_rows:]
+        out = self._inject(layer, own, plan, states, None if context is None else context[:n_rows])
+        return torch.cat([out, layer.host_forward(references, context=ref_context)])
+
+    def _inject(self, layer: _LayerForward, x: torch.Tensor, plan: _Plan, states: dict[str, _SetState],
+                context: torch.Tensor | None = None) -> torch.Tensor:
         """context: the rows' own key tokens when the caller passed them (None: x itself)."""
         module = layer.module
-        states = plan.layers[layer.index]
         single = len(plan.groups) == 1 and plan.plain_rows is None
 
         def select(t, rows):
@@ -407,6 +512,24 @@ def _register_after_hook(module: nn.Module, hook):
         return module.register_forward_hook(hook, always_call=True)
     except TypeError:
         return module.register_forward_hook(hook)
+
+
+# The UNet's inputs by position: ldm's and sgm's UNetModel.forward(x, timesteps, context, y, **kwargs).
+_UNET_INPUTS = ("x", "timesteps", "context", "y")
+
+
+def _foreign_forward(module: nn.Module) -> bool:
+    """Whether an instance attribute replaces the module's forward (or a transformer block's inner
+    _forward) with something other than FABRIC's layer or the class's own method; ControlNet, for
+    one, leaves the bound class method behind when it unhooks."""
+    for name in ("forward", "_forward"):
+        value = module.__dict__.get(name)
+        if value is None or isinstance(value, _LayerForward):
+            continue
+        if getattr(value, "__self__", None) is module and getattr(value, "__func__", None) is getattr(type(module), name, None):
+            continue
+        return True
+    return False
 
 
 def attached(unet: nn.Module) -> Fabric | None:

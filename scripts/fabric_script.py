@@ -87,6 +87,10 @@ def get_limits() -> Limits:
     )
 
 
+# Settings choice -> the engine's fuse_reference_rows.
+REFERENCE_ROWS = {"Auto": None, "In the generation's UNet call where safe": True, "In separate UNet calls": False}
+
+
 def on_ui_settings():
     from modules.shared import OptionInfo
 
@@ -113,6 +117,11 @@ def on_ui_settings():
             8, "Feedback images per UNet call of the reference pass (lower it if VRAM is short)",
             gr.Slider, {"minimum": 1, "maximum": 32, "step": 1},
         ),
+        "fabric_reference_rows": OptionInfo(
+            "Auto", "Where the feedback images run through the UNet",
+            gr.Radio, {"choices": list(REFERENCE_ROWS)},
+        ).info("in the generation's own UNet call: faster, most of all on a CPU; separate calls: "
+               "retried with fewer images when memory runs out. Auto: the first on a CPU, the second on a GPU"),
     }
     for key, info in options.items():
         info.section = SECTION
@@ -224,6 +233,7 @@ class _Job:
             latent_cache=_latent_cache(sd_model),
             token_budget=settings.token_budget,
             reference_batch=int(_opt("fabric_reference_batch", 8)),
+            fuse_reference_rows=REFERENCE_ROWS.get(_opt("fabric_reference_rows", "Auto")),
             project_kv=_project_kv_with_hypernetworks,
             upcast=bool(_opt("upcast_attn", False)),
             on_failure=self.on_failure,
@@ -397,7 +407,8 @@ class FabricScript(scripts.Script):
         if job is not None and job.p is p and job.fabric is not None:
             print(
                 f"FABRIC: {job.fabric.calls_with_feedback} UNet calls with feedback, "
-                f"{job.fabric.reference_passes} reference passes",
+                f"{job.fabric.reference_passes} reference passes "
+                f"({job.fabric.fused_calls} of the calls carried them)",
                 file=sys.stderr,
             )
 

@@ -231,7 +231,8 @@ def test_attn1_keys_passed_as_context_by_controlnet_reference_only(unet):
     """FABRIC applies on top of the keys another extension passes to attn1, instead of skipping
     the call (which silently dropped FABRIC whenever ControlNet's reference_only was on)."""
     x, t, ctx = cfg_inputs()
-    fabric_alone = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
+    # separate reference calls, as under ReferenceOnlyBlocks (another extension's forwards)
+    fabric_alone = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS, fuse_reference_rows=False))
     with ReferenceOnlyBlocks(unet, extra_tokens=0):  # keys = own tokens: the same as no context
         assert torch.equal(run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS)), fabric_alone)
     with ReferenceOnlyBlocks(unet, extra_tokens=6):
@@ -262,6 +263,96 @@ def test_a_rows_output_does_not_depend_on_the_other_rows(unet):
     x1, t1, ctx1 = x2[[1, 3]], t2[[1, 3]], ctx2[[1, 3]]
     alone = run(unet, x1, t1, ctx1, make_fabric(unet, LIKED_REFS, DISLIKED_REFS))
     torch.testing.assert_close(alone, pair[[1, 3]], rtol=1e-5, atol=1e-5)
+
+
+def test_reference_rows_run_inside_the_call_where_safe(unet):
+    x, t, ctx = cfg_inputs()
+    fused = make_fabric(unet, LIKED_REFS[:1], DISLIKED_REFS)
+    separate = make_fabric(unet, LIKED_REFS[:1], DISLIKED_REFS, fuse_reference_rows=False)
+    out, expected = run(unet, x, t, ctx, fused), run(unet, x, t, ctx, separate)
+    assert (fused.fused_calls, fused.reference_calls, fused.reference_passes) == (1, 0, 2)
+    assert (separate.fused_calls, separate.reference_calls, separate.reference_passes) == (0, 2, 2)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+class _Wrapper:
+    """Another extension's forward, the way ControlNet wraps the UNet per job."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, *args, **kwargs):
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+
+def _with_foreign_forward(unet, name):
+    module = unet.get_submodule(name)
+    module.forward = _Wrapper(module)
+    return lambda: delattr(module, "forward")
+
+
+FALLBACKS = {
+    "more reference rows than reference_batch": lambda unet: ({"liked": LIKED_REFS, "reference_batch": 2}, {}, None),
+    "a longer context than the empty prompt's": lambda unet: ({}, {"context_tokens": 10}, None),
+    "an input without a reference counterpart": lambda unet: ({}, {"extra": True}, None),
+    "the UNet wrapped by another extension": lambda unet: ({}, {}, _with_foreign_forward(unet, "")),
+    "a module wrapped by another extension": lambda unet: (
+        {}, {}, _with_foreign_forward(unet, "input_blocks.3.1.transformer_blocks.0.attn2")),
+    "another extension's pre-hook": lambda unet: ({}, {}, unet.register_forward_pre_hook(lambda *_: None).remove),
+}
+
+
+@pytest.mark.parametrize("case", FALLBACKS)
+def test_separate_reference_passes_where_fusing_is_not_safe(unet, case):
+    sets, call, undo = FALLBACKS[case](unet)
+    try:
+        liked = sets.get("liked", LIKED_REFS[:1])
+        x, t, ctx = cfg_inputs()
+        if "context_tokens" in call:
+            ctx = torch.randn(x.shape[0], call["context_tokens"], CONTEXT_DIM)
+        extra = {"extra": torch.zeros(x.shape[0], 3)} if call.get("extra") else {}
+        outputs = []
+        for fuse in (True, False):
+            fab = make_fabric(unet, liked, DISLIKED_REFS, fuse_reference_rows=fuse,
+                              reference_batch=sets.get("reference_batch", 8))
+            with torch.no_grad(), fab:
+                outputs.append(unet(x, t, context=ctx, **extra))
+            assert fab.fused_calls == 0 and fab.reference_calls > 0 and fab.failure is None
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    finally:
+        if undo is not None:
+            undo()
+
+
+def test_a_forward_left_behind_as_the_class_method_still_fuses(unet):
+    """ControlNet unhooks by setting the UNet's forward back to the bound class method."""
+    unet.forward = unet.forward
+    try:
+        x, t, ctx = cfg_inputs()
+        fab = make_fabric(unet, LIKED_REFS[:1], DISLIKED_REFS)
+        run(unet, x, t, ctx, fab)
+        assert fab.fused_calls == 1
+    finally:
+        del unet.forward
+
+
+def test_a_fault_in_a_call_with_reference_rows_returns_the_hosts_rows(unet, monkeypatch):
+    x, t, ctx = cfg_inputs()
+    fab = make_fabric(unet, LIKED_REFS[:1], DISLIKED_REFS)
+    calls = []
+
+    def faulty(*args):
+        calls.append(args)
+        if len(calls) > 3:
+            raise RuntimeError("boom in layer 2")
+        return type(fab)._set_state(fab, *args)
+
+    monkeypatch.setattr(fab, "_set_state", faulty)
+    with pytest.warns(RuntimeWarning, match="boom"):
+        out = run(unet, x, t, ctx, fab)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert fab.failure is not None and fab.fused_calls == 1
 
 
 def test_reference_order_does_not_matter(unet):
@@ -322,8 +413,8 @@ def test_reference_batches_give_the_same_states(unet):
 def test_out_of_memory_retries_with_smaller_reference_chunks(unet, monkeypatch):
     x, t, ctx = cfg_inputs()
     refs = [reference(f"r{i}", i) for i in range(4)]
-    expected = run(unet, x, t, ctx, make_fabric(unet, refs))
-    fab = make_fabric(unet, refs, reference_batch=4)
+    expected = run(unet, x, t, ctx, make_fabric(unet, refs, fuse_reference_rows=False))
+    fab = make_fabric(unet, refs, reference_batch=4, fuse_reference_rows=False)
     real = fab._run_reference_chunks
 
     def tight_memory(z, t_ref, kwargs, batch):
@@ -342,7 +433,7 @@ def test_token_budget_bounds_reference_keys(unet):
     refs = [reference(f"r{i}", i) for i in range(4)]
     fab = make_fabric(unet, refs, token_budget=64, rows=lambda n: [LIKED] * n)
     with fab, torch.no_grad():
-        plan = fab._make_plan((x, t), {})
+        plan, _ = fab._make_plan((x, t), {})  # no context: separate passes, recorded states
     sizes = [layer[LIKED].hidden.shape[1] for layer in plan.layers]
     assert max(sizes) <= 64 and sizes[0] < 4 * 16 * 16
     out = run(unet, x, t, ctx, make_fabric(unet, refs, token_budget=64))
@@ -379,10 +470,16 @@ def test_sgm_blocks_with_keyword_calls_and_y():
         fab.reference_kwargs["y"] = torch.zeros(1, 1)
         with fab:
             out = unet(x, timesteps=t, context=ctx, y=y)
+        separate = make_fabric(unet, LIKED_REFS, DISLIKED_REFS, fuse_reference_rows=False)
+        separate.reference_kwargs["y"] = torch.zeros(1, 1)
+        with separate:
+            expected = unet(x, timesteps=t, context=ctx, y=y)
         nothing = make_fabric(unet, [], [])
         with nothing:
             same = unet(x, timesteps=t, context=ctx, y=y)
     assert fab.reference_passes == 2 and (out - vanilla).abs().max() > 1e-3
+    assert fab.fused_calls == 1 and separate.fused_calls == 0  # y extended with the references' y
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert torch.equal(same, vanilla)
     assert_same_snapshot(before, module_snapshot(unet))
 
@@ -396,7 +493,11 @@ def test_inpainting_unet_takes_extra_reference_channels():
     assert torch.equal(run(unet, x, t, ctx, missing), vanilla)
     assert "input channels" in str(missing.failure)
     fab = make_fabric(unet, LIKED_REFS, reference_concat=lambda h, w: torch.ones(1, 5, h, w))
-    assert not torch.allclose(run(unet, x, t, ctx, fab), vanilla) and fab.failure is None
+    out = run(unet, x, t, ctx, fab)
+    assert not torch.allclose(out, vanilla) and fab.failure is None and fab.fused_calls == 1
+    separate = make_fabric(unet, LIKED_REFS, reference_concat=lambda h, w: torch.ones(1, 5, h, w),
+                           fuse_reference_rows=False)
+    torch.testing.assert_close(out, run(unet, x, t, ctx, separate), rtol=1e-5, atol=1e-5)
 
 
 def test_full_size_sd15_unet_smoke():

@@ -144,21 +144,28 @@ def test_same_seed_and_feedback_give_the_same_result_in_any_order(ui):
 
 
 @pytest.mark.parametrize("model", ["sd15", "sdxl"])
-def test_image_k_of_a_batch_is_what_its_seed_gives_alone(ui, model):
+@pytest.mark.parametrize("reference_rows", ["In separate UNet calls", "Auto"])
+def test_image_k_of_a_batch_is_what_its_seed_gives_alone(ui, model, reference_rows):
     """Batch size 2, batch count 2: each image equals the job of its own seed at batch size 1.
 
-    Exact equality: the stand-in's per-image noise (ImageRNG), FABRIC's per-reference noise and the
-    CPU kernels give each row the same arithmetic whatever the batch around it; if a kernel ever
-    blocked by batch size this would need allclose at ~1e-5. (Not on inpainting models: there the
-    webui's own image conditioning is VAE-sampled with the global RNG, which ImageRNG seeds with the
-    batch's last seed, so even vanilla batches differ; see the inpainting test for FABRIC's part.)
+    With separate reference calls, exactly: the stand-in's per-image noise (ImageRNG), FABRIC's
+    per-reference noise and these CPU kernels give each row the same arithmetic in batches of 2 to
+    5 rows (vanilla jobs of batch size 1 and 2). In the generation's own call (Auto on a CPU) the
+    reference rows make the call 6 rows at batch size 2, where these kernels block differently:
+    equal to float rounding, as vanilla itself is at batch size 3. (Not on inpainting models: there
+    the webui's own image conditioning is VAE-sampled with the global RNG, which ImageRNG seeds
+    with the batch's last seed, so even vanilla batches differ; see the inpainting test.)
     """
     ui.reset(model)
+    shared.opts.fabric_reference_rows = reference_rows
     args = liked_disliked(ui)
     batch, _ = ui.job(args, seed=100, batch_size=2, n_iter=2)
     assert batch.samples.shape[0] == 4
     for k in range(4):
         alone, _ = ui.job(args, seed=100 + k)
+        if reference_rows == "Auto":  # latents of magnitude ~30 after the steps
+            torch.testing.assert_close(batch.samples[k], alone.samples[0], rtol=1e-3, atol=1e-3)
+            continue
         assert torch.equal(batch.samples[k], alone.samples[0]), k
         assert (batch.images[k] == alone.images[0]).all()
 
@@ -179,7 +186,10 @@ PATTERNS = {
                                            ("chunks of batch_size (a chunk mixes cond and uncond)", "sdxl"),
                                            ("different token lengths, chunked", "sdxl")])
 def test_cond_rows_get_liked_and_uncond_rows_disliked_in_every_call_pattern(ui, monkeypatch, pattern, model):
+    """Exact set independence, so with the references in UNet calls of their own: in the
+    generation's call they change its batch size, and with it the rounding of every row."""
     ui.reset(model)
+    shared.opts.fabric_reference_rows = "In separate UNet calls"
     batch_cond_uncond, long_prompt, call_rows = PATTERNS[pattern]
     shared.opts.batch_cond_uncond = batch_cond_uncond
     first = LONG_PROMPT if long_prompt else "a red fox"
@@ -222,6 +232,34 @@ def test_cond_rows_get_liked_and_uncond_rows_disliked_in_every_call_pattern(ui, 
     assert torch.equal(x_out["disliked only"][cond], x_out["vanilla"][cond])
     assert not torch.allclose(x_out["both"][cond], x_out["vanilla"][cond])
     assert not torch.allclose(x_out["both"][uncond], x_out["vanilla"][uncond])
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_references_in_the_generations_call_give_what_separate_calls_give(ui, monkeypatch, pattern):
+    """Auto on a CPU runs the references inside the generation's UNet calls where it can: the
+    same result as separate calls to float rounding, in every call pattern. A prompt longer than
+    the empty prompt has a longer context, so its calls fall back to separate calls."""
+    batch_cond_uncond, long_prompt, _ = PATTERNS[pattern]
+    first = LONG_PROMPT if long_prompt else "a red fox"
+    job = dict(prompt=[f"{first} AND snow:0.6", "a cat"], batch_size=2, steps=3)
+    args = liked_disliked(ui, **ALL_STEPS)
+    engines = []
+    attach = fabric.engine.Fabric.attach
+    monkeypatch.setattr(fabric.engine.Fabric, "attach", lambda self: engines.append(self) or attach(self))
+    samples, counts = {}, {}
+    for mode in ("In separate UNet calls", "Auto"):
+        ui.reset()
+        shared.opts.batch_cond_uncond = batch_cond_uncond
+        shared.opts.fabric_reference_rows = mode
+        engines.clear()
+        out, _ = ui.job(args, **job)
+        samples[mode] = out.samples
+        counts[mode] = (sum(e.fused_calls for e in engines), sum(e.reference_calls for e in engines))
+    assert counts["In separate UNet calls"][0] == 0
+    fused, separate = counts["Auto"]
+    assert fused > 0 and (separate > 0) == long_prompt
+    torch.testing.assert_close(samples["Auto"], samples["In separate UNet calls"], rtol=1e-3, atol=1e-3)
+    assert not torch.equal(samples["Auto"], ui.vanilla(**job)[0].samples)
 
 
 @pytest.mark.parametrize("mode", ["NGMS on odd steps", "NGMS all steps", "Skip Early CFG"])
@@ -503,13 +541,14 @@ def test_sdxl_style_model(ui, monkeypatch):
 def test_inpainting_unet_takes_the_txt2img_conditioning_with_the_references(ui, monkeypatch):
     ui.reset("sd15-inpainting")
     inputs = []
-    original = fabric.engine.Fabric._run_reference_chunks
+    original = fabric.engine.Fabric._reference_inputs
 
-    def run_chunks(self, z, t_ref, kwargs, batch):
+    def reference_inputs(self, *args):
+        z, *rest = original(self, *args)
         inputs.append(z.clone())
-        return original(self, z, t_ref, kwargs, batch)
+        return (z, *rest)
 
-    monkeypatch.setattr(fabric.engine.Fabric, "_run_reference_chunks", run_chunks)
+    monkeypatch.setattr(fabric.engine.Fabric, "_reference_inputs", reference_inputs)
     vanilla, _ = ui.vanilla()
     out, p = ui.job(liked_disliked(ui))
     assert "FABRIC error" not in p.extra_generation_params

@@ -104,6 +104,9 @@ class Webui:
         """Default options, no hypernetworks, FABRIC's callbacks only, a fresh model loaded."""
         self.module.end_job()
         shared.opts.data.update(OPTION_DEFAULTS)
+        for key, info in shared.opts.data_labels.items():  # FABRIC's settings, added by the script
+            if key.startswith("fabric_"):
+                shared.opts.data[key] = info.default
         shared.opts.fabric_store_dir = str(self.store_dir)
         shared.loaded_hypernetworks.clear()
         shared.state.interrupted = shared.state.skipped = False
@@ -219,20 +222,20 @@ class Recorder:
                 recorder.entries[-1]["calls"].append(roles)
             return roles
 
-        original_passes = fabric.engine.Fabric._reference_passes
+        original_inputs = fabric.engine.Fabric._reference_inputs
 
-        def reference_passes(self, names, x, timesteps):
-            """One entry per set whose references ran (the sets of a call share UNet calls)."""
+        def reference_inputs(self, names, x, timesteps):
+            """One entry per set whose references ran, in their own calls or in the generation's."""
             if recorder.entries:
                 for name in names:
                     recorder.entries[-1]["passes"].append({
                         "set": name, "unet": self.unet, "t": float(timesteps.flatten()[0]),
                         "kwargs": {k: v.clone() for k, v in self.reference_kwargs.items()},
                     })
-            return original_passes(self, names, x, timesteps)
+            return original_inputs(self, names, x, timesteps)
 
         monkeypatch.setattr(fabric.rows.RowTracker, "take", take)
-        monkeypatch.setattr(fabric.engine.Fabric, "_reference_passes", reference_passes)
+        monkeypatch.setattr(fabric.engine.Fabric, "_reference_inputs", reference_inputs)
 
     def passes(self, set_name=None, hr=None):
         return [p for e in self.entries if hr is None or e["hr"] == hr for p in e["passes"]
