@@ -45,21 +45,26 @@ def test_feedback_changes_the_image_and_is_reproducible(webui, vanilla):
     assert images(webui.generate({})) == vanilla  # a job after a FABRIC job
 
 
-def test_batch_image_equals_its_seed_alone(webui):
+@pytest.mark.parametrize("reference_rows", ["In separate UNet calls", "Auto"])
+def test_batch_image_equals_its_seed_alone(webui, reference_rows):
     """Image 1 of a batch seeded 1234 is the image of seed 1235 alone, as far as the webui itself
-    is batch-invariant: on a CPU, batched convolutions may round differently, so FABRIC may differ
-    from its own seed alone by no more than vanilla does."""
+    is batch-invariant: on a CPU, batched convolutions may round differently, so FABRIC with its
+    references in separate calls may differ from its own seed alone by no more than vanilla does.
+    With them in the sampler's call (Auto on a CPU) the call's batch size changes with them, so a
+    few pixel levels of rounding are allowed."""
     import numpy as np
 
     def difference(named):
         payload = {"alwayson_scripts": fabric_args()} if named else {}
+        payload["override_settings"] = {"fabric_reference_rows": reference_rows}
         batch = images(webui.generate({"batch_size": 2, **payload}))
         alone = images(webui.generate({"seed": 1235, **payload}))
         return np.abs(np.frombuffer(batch[1], np.uint8).astype(int) - np.frombuffer(alone[0], np.uint8)).max()
 
     vanilla, with_feedback = difference(False), difference(True)
-    assert with_feedback <= max(vanilla, 0) + 2, (vanilla, with_feedback)
-    if vanilla == 0:
+    slack = 2 if reference_rows == "In separate UNet calls" else 8
+    assert with_feedback <= max(vanilla, 0) + slack, (vanilla, with_feedback)
+    if vanilla == 0 and reference_rows == "In separate UNet calls":
         assert with_feedback == 0
 
 
