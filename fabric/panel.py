@@ -42,6 +42,9 @@ __all__ = ["FabricPanel", "StandInAccordion", "stand_in_tool_button", "KINDS"]
 log = logging.getLogger(__name__)
 
 KINDS = ("liked", "disliked")
+SLIDER_FIELDS = ("strength", "start", "end", "min_strength", "neg_scale", "hires", "token_budget")
+# Keys of the "Send to" copies of the controls (see FabricPanel._infotext_fields).
+SEND_TO_PREFIX = "FABRIC send-to "
 _TITLES = {"liked": "Liked", "disliked": "Disliked"}
 _THUMBS = {"liked": "👍", "disliked": "👎"}
 
@@ -562,9 +565,20 @@ class FabricPanel:
             return restore
 
         fields = [(self.enabled, enabled), (self.liked, image_set("liked")), (self.disliked, image_set("disliked"))]
-        for name in ("strength", "start", "end", "min_strength", "neg_scale", "hires", "token_budget"):
+        for name in SLIDER_FIELDS:
             fields.append((getattr(self, name), value(name)))
+        # "Send to img2img/inpaint" under txt2img's gallery copies, component to component, the
+        # fields whose key is a name in the scripts' paste_field_names; a callable never matches
+        # (modules/infotext_utils.connect_paste_params_buttons). So every control is listed once
+        # more under a name no infotext contains, which pasting infotext leaves alone.
+        for name in ("enabled", "liked", "disliked", *SLIDER_FIELDS):
+            fields.append((getattr(self, name), SEND_TO_PREFIX + name))
         return fields
+
+    @property
+    def paste_field_names(self) -> List[str]:
+        """The names under which "Send to" carries FABRIC's controls from txt2img to img2img."""
+        return [key for _, key in self.infotext_fields if isinstance(key, str) and key.startswith(SEND_TO_PREFIX)]
 
     # -- internals ----------------------------------------------------------------------------
 

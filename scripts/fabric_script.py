@@ -364,6 +364,7 @@ class FabricScript(scripts.Script):
             is_allowed_path=_is_webui_output_file,
         )
         self.infotext_fields = self.panel.infotext_fields
+        self.paste_field_names = self.panel.paste_field_names
         self._watch_output_panel(tab)
         return self.panel.controls
 

@@ -156,9 +156,10 @@ def build_page(store, *, limits=None, restore_enabled=lambda: True):
         gen3.click(generate(3), inputs=panel.controls, outputs=[gallery, generation_info, html_info])
         inspect.click(dump, inputs=panel.controls, outputs=[args_dump])
 
-        def paste_func(text):
+        def paste_func(text):  # modules/infotext_utils.connect_paste: a callable, or a key of params
             params = parse_infotext_params(text)
-            return [fn(params) for _, fn in panel.infotext_fields]
+            return [key(params) if callable(key) else gr.update() if key not in params else params[key]
+                    for _, key in panel.infotext_fields]
 
         paste.click(paste_func, inputs=[paste_text], outputs=[c for c, _ in panel.infotext_fields])
 

@@ -424,7 +424,7 @@ def test_presets_save_load_delete(env):
 
 
 def _restore(env, params):
-    return {comp: fn(params) for comp, fn in env.panel.infotext_fields}
+    return {comp: key(params) for comp, key in env.panel.infotext_fields if callable(key)}
 
 
 def test_infotext_restores_every_setting(env):
@@ -436,7 +436,7 @@ def test_infotext_restores_every_setting(env):
     )
     params = {"Steps": "20", **settings_to_infotext(settings)}
     p = env.panel
-    assert [c for c, _ in p.infotext_fields] == p.controls
+    assert [c for c, key in p.infotext_fields if callable(key)] == p.controls
     restored = _restore(env, params)
     assert _unchanged(restored[p.enabled])  # restore_enabled is off: the state is left as it is
     assert _value(restored[p.liked]) == [{"id": a, "weight": 1.5}]  # the unknown id is dropped
@@ -453,6 +453,23 @@ def test_infotext_restores_every_setting(env):
     assert all(_unchanged(plain[c]) for c in p.controls[1:])
     env.enabled["value"] = False
     assert _unchanged(_restore(env, {"Steps": "20"})[p.enabled])
+
+
+def test_send_to_img2img_carries_every_control(env):
+    """modules/infotext_utils.connect_paste_params_buttons (v1.10): "Send to img2img" under
+    txt2img's gallery copies source components to destination components, matched by the key of
+    each (component, key) field whose key is in the scripts' paste_field_names, in field order."""
+    with gr.Blocks():
+        img2img = FabricPanel("img2img", get_store=lambda: env.store, get_limits=Limits)
+    source, destination = env.panel, img2img
+    names = source.paste_field_names
+    assert names == destination.paste_field_names and len(names) == len(source.controls)
+    inputs = [c for c, key in source.infotext_fields if key in names]
+    outputs = [c for c, key in destination.infotext_fields if key in names]
+    assert inputs == source.controls and outputs == destination.controls  # each to its counterpart
+    # and pasting an infotext (↙, PNG Info) leaves those copies alone: no infotext has their keys
+    params = settings_to_infotext(FabricSettings(enabled=True, strength=0.5))
+    assert not any(key in params for key in names)
 
 
 def test_infotext_with_bad_values_leaves_those_controls(env):

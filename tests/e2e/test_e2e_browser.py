@@ -361,3 +361,77 @@ def test_img2img_tab_has_its_own_fabric_accordion(page):
     p.page.locator("#fabric_img2img").scroll_into_view_if_needed()
     p.screenshot("06-img2img.png")
     assert p.fabric_errors() == []
+
+
+def test_send_to_img2img_paste_and_png_info_restore_fabric(page, webui, tmp_path):
+    """FABRIC's settings travel with the image: "Send to img2img" under the gallery, the ↙ paste
+    button reading an infotext from the prompt box, and PNG Info → Send to txt2img. Restoring does
+    not switch FABRIC on (the default of the "restore enabled" setting); sending to img2img copies
+    the switch as it is."""
+    p = page
+    p.stage = "settings"
+    p.set_prompt("a lighthouse on a cliff")
+    p.set_sampler("Euler")
+    p.set_seed(1234)
+    p.set_slider("txt2img_width", 64)
+    p.set_slider("txt2img_height", 64)
+    p.set_slider("txt2img_steps", 4)
+    p.set_slider("txt2img_batch_size", 1)
+    p.stage = "generate and like"
+    p.generate(1)
+    liked_id = p.output_id(0)
+    p.click_for_message("#fabric_like_button_txt2img")
+    p.wait_count("liked", 1)
+    p.page.click("#fabric_txt2img > .label-wrap")
+    p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
+    p.set_slider("fabric_strength_txt2img", 0.55)
+    p.stage = "generate with FABRIC"
+    info = p.generate(1)
+    infotext = info["infotexts"][0]
+    assert "FABRIC strength: 0.55" in infotext and f"FABRIC liked: {liked_id}" in infotext, infotext
+    src = p.js(f"{p.thumbnails('#txt2img_gallery')}[{info.get('index_of_first_image', 0)}].querySelector('img').src")
+    png = tmp_path / "with-fabric.png"
+    png.write_bytes(p.context.request.get(src).body())
+
+    def strength(tab):
+        return p.js(f"() => document.querySelector('#fabric_strength_{tab} input[type=number]').value")
+
+    # 1. Send to img2img: the switch, the sets and the sliders arrive in img2img's accordion.
+    p.stage = "send to img2img"
+    assert p.checked("#fabric_img2img-checkbox input") is False
+    p.page.click("#txt2img_send_to_img2img")
+    p.page.wait_for_selector("#tab_img2img", state="visible")
+    p.page.wait_for_function("document.querySelector('#fabric_img2img-checkbox input').checked === true")
+    p.wait_count("liked", 1, tab="img2img")
+    p.page.wait_for_function("() => document.querySelector('#fabric_strength_img2img input[type=number]').value === '0.55'")
+    p.screenshot("07-sent-to-img2img.png", "#tab_img2img")
+
+    # 2. ↙ in txt2img: an infotext in the prompt box restores the sets and sliders.
+    p.stage = "paste"
+    p.page.click("#tabs > .tab-nav button:has-text('txt2img')")
+    p.page.wait_for_selector("#tab_txt2img", state="visible")
+    p.page.click("#fabric_liked_clear_txt2img")
+    p.wait_count("liked", 0)
+    p.set_slider("fabric_strength_txt2img", 0.9)
+    p.set_prompt(infotext)
+    p.page.click("#txt2img_toprow #paste")
+    p.page.wait_for_function("() => document.querySelector('#fabric_strength_txt2img input[type=number]').value === '0.55'")
+    p.wait_count("liked", 1)
+
+    # 3. PNG Info → Send to txt2img, from the saved file's own parameters.
+    p.stage = "png info"
+    p.page.click("#fabric_liked_clear_txt2img")
+    p.wait_count("liked", 0)
+    p.set_slider("fabric_strength_txt2img", 0.9)
+    p.page.click("#tabs > .tab-nav button:has-text('PNG Info')")
+    p.page.set_input_files("#pnginfo_image input[type=file]", str(png))
+    p.page.wait_for_function(
+        "() => (document.querySelector('#pnginfo_generation_info textarea') || {}).value?.includes('FABRIC strength')",
+        timeout=GENERATION_MS,
+    )
+    p.page.click("#txt2img_tab")
+    p.page.wait_for_selector("#tab_txt2img", state="visible")
+    p.page.wait_for_function("() => document.querySelector('#fabric_strength_txt2img input[type=number]').value === '0.55'")
+    p.wait_count("liked", 1)
+    assert strength("txt2img") == "0.55"
+    assert p.fabric_errors() == []
