@@ -5,6 +5,13 @@
 - Refiner and hires checkpoint: FABRIC_WEBUI_SECOND_CHECKPOINT names a second checkpoint of the
   loaded one's kind (SD1.x, other weights), as /sdapi/v1/sd-models lists its title or model_name.
   Skipped when unset or not listed.
+- SSD-1B: FABRIC_WEBUI_SSD1B names an SSD-1B checkpoint (Segmind's distilled SDXL). Skipped when
+  unset. The webui (v1.7+) takes it for SDXL by its second text encoder (sd_models_config.py,
+  guess_model_config_from_state_dict: sd_xl_base.yaml), then, finding no attn1 in
+  middle_block.1, marks it is_ssd (sd_models.py, set_model_type) and deletes the blocks SSD-1B
+  lacks from the SDXL UNet (sd_hijack.py, convert_sdxl_to_ssd): 34 attn1 layers instead of 70.
+  Switch models only once the webui has loaded its first one (a switch racing the start-up load
+  leaves the webui unable to switch back, whatever the extensions).
 """
 import json
 import os
@@ -125,3 +132,27 @@ def test_hires_checkpoint_swap(webui, second_checkpoint):
     assert_fabric_applied(first_pass_only)
     assert len({image(plain), image(both_passes), image(first_pass_only)}) == 3
     assert image(webui.generate(hires)) == image(plain)  # a job after the FABRIC jobs
+
+
+# -- SSD-1B -----------------------------------------------------------------------------------------
+
+
+def test_ssd1b(webui):
+    name = os.environ.get("FABRIC_WEBUI_SSD1B")
+    if not name:
+        pytest.skip("FABRIC_WEBUI_SSD1B is not set")
+    previous = webui.client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+    webui.load_model(name)
+    try:
+        plain = webui.generate({"steps": 2})
+        assert f"Model: {name}" in infotext(plain), infotext(plain)
+        with_fabric = webui.generate({"steps": 2, "alwayson_scripts": fabric_args()})
+        assert_fabric_applied(with_fabric)
+        assert image(with_fabric) != image(plain)
+        assert image(webui.generate({"steps": 2, "alwayson_scripts": fabric_args()})) == image(with_fabric)
+        assert image(webui.generate({"steps": 2})) == image(plain)
+        hires = {"steps": 2, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
+                 "denoising_strength": 0.6, "hr_second_pass_steps": 1}
+        assert_fabric_applied(webui.generate({**hires, "alwayson_scripts": fabric_args(hires=True)}))
+    finally:
+        webui.load_model(previous)
