@@ -134,14 +134,15 @@ class WebuiPage:
     def generation_info(self):
         return self.js("() => document.querySelector('#generation_info_txt2img textarea').value")
 
-    def generate(self, batch_size):
-        """Click Generate; wait for the new generation info and the gallery; return the info dict.
+    def generate(self, batch_size, button="#txt2img_generate"):
+        """Click Generate (or ``button``: ✨ too runs a job and writes the generation info); wait
+        for the new generation info and the gallery; return the info dict.
 
         An error the webui shows in its log line under the gallery fails at once, with its text.
         """
         before = self.generation_info()
         log_before = self.text("#html_log_txt2img") or ""
-        self.page.click("#txt2img_generate")
+        self.page.click(button)
         try:
             self.page.wait_for_function(
                 "([before, logBefore]) => {"
@@ -173,6 +174,13 @@ class WebuiPage:
         response = self.context.request.get(src)
         assert response.ok, (src, response.status)
         return image_id(Image.open(io.BytesIO(response.body())))
+
+    def output_size(self, index):
+        """(width, height) of the output gallery's image ``index``, from the file the page shows."""
+        src = self.js(f"{self.thumbnails('#txt2img_gallery')}[{index}].querySelector('img').src")
+        response = self.context.request.get(src)
+        assert response.ok, (src, response.status)
+        return Image.open(io.BytesIO(response.body())).size
 
     def select_output(self, index):
         self.page.evaluate_handle(f"{self.thumbnails('#txt2img_gallery')}[{index}]").as_element().click()
@@ -434,4 +442,53 @@ def test_send_to_img2img_paste_and_png_info_restore_fabric(page, webui, tmp_path
     p.page.wait_for_function("() => document.querySelector('#fabric_strength_txt2img input[type=number]').value === '0.55'")
     p.wait_count("liked", 1)
     assert strength("txt2img") == "0.55"
+    assert p.fabric_errors() == []
+
+
+def test_upscale_button_with_fabric(page, webui):
+    """✨ under the txt2img gallery (webui 1.8+) reruns the selected image's job with hires fix,
+    skipping the first pass (txt2img.txt2img_upscale: p.firstpass_image, p.txt2img_upscale):
+    FABRIC with "Also during hires fix" applies in that pass, at the hires size.
+
+    The ✨ pass is not reproducible in the webui itself (it VAE-encodes the shown image, sampling
+    the posterior with the unseeded global RNG), so the test checks the job, not its pixels."""
+    p = page
+    p.stage = "settings"
+    p.set_prompt("a lighthouse on a cliff")
+    p.set_sampler("Euler")
+    p.set_seed(1234)
+    p.set_slider("txt2img_width", 64)
+    p.set_slider("txt2img_height", 64)
+    p.set_slider("txt2img_steps", 4)
+    p.set_slider("txt2img_batch_size", 1)
+    assert p.checked("#txt2img_hr-checkbox input") is False  # hires fix itself stays off
+
+    p.stage = "generate and like"
+    p.generate(1)
+    message = p.click_for_message("#fabric_like_button_txt2img")
+    assert "Added to the liked images" in message, message
+    p.wait_count("liked", 1)
+
+    p.stage = "FABRIC on, also during hires fix"
+    p.page.click("#fabric_txt2img > .label-wrap")
+    p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
+    p.page.click("#fabric_advanced_txt2img > .label-wrap")
+    p.page.locator("#fabric_hires_txt2img input[type=checkbox]").check()
+    assert p.checked("#fabric_hires_txt2img input[type=checkbox]") is True
+
+    p.stage = "generate with FABRIC"
+    info = p.generate(1)
+    assert "FABRIC liked" in info["infotexts"][0] and "FABRIC error" not in info["infotexts"][0]
+    index = info.get("index_of_first_image", 0)
+    assert p.output_size(index) == (64, 64)
+
+    p.stage = "upscale"
+    info = p.generate(1, button="#txt2img_upscale")
+    text = info["infotexts"][index]
+    assert "Hires upscale: 2" in text, text
+    assert "FABRIC liked" in text and "FABRIC hires: True" in text, text
+    assert "FABRIC error" not in text, text
+    assert "FABRIC error" not in p.page.inner_text("#html_info_txt2img")
+    assert p.output_size(index) == (128, 128)
+    p.screenshot("07-upscaled-with-fabric.png")
     assert p.fabric_errors() == []

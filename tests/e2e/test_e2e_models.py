@@ -10,8 +10,8 @@
   guess_model_config_from_state_dict: sd_xl_base.yaml), then, finding no attn1 in
   middle_block.1, marks it is_ssd (sd_models.py, set_model_type) and deletes the blocks SSD-1B
   lacks from the SDXL UNet (sd_hijack.py, convert_sdxl_to_ssd): 34 attn1 layers instead of 70.
-  Switch models only once the webui has loaded its first one (a switch racing the start-up load
-  leaves the webui unable to switch back, whatever the extensions).
+  Switch models only once the webui has loaded its first one: a switch that raced the start-up
+  load once left the webui unable to switch back (a trashed model still in loaded_sd_models).
 """
 import json
 import os
