@@ -122,7 +122,7 @@ class _LayerForward:
         foreign = context is not None and (context.shape[0] != x.shape[0] or context.shape[-1] != x.shape[-1])
         special = foreign or mask is not None or kwargs.get("additional_tokens") is not None
         special = special or bool(kwargs.get("n_times_crossframe_attn_in_self"))
-        if plan is None or special or x.shape[0] != expected_rows or fabric.failure is not None:
+        if plan is None or fabric._nested_pass or special or x.shape[0] != expected_rows or fabric.failure is not None:
             return self.host_forward(x, context=context, mask=mask, **kwargs)
         try:
             if plan.fused is not None:
@@ -200,6 +200,8 @@ class Fabric:
         self._spans: list[tuple[int, int]] | None = None  # each set's rows in the reference batch
         self._keep_rows: int | None = None  # the host's rows of a call that carries reference rows
         self._wrapped_by_others = False  # another extension's forward on a module of the UNet
+        self._call_input: torch.Tensor | None = None  # x of the UNet call being planned for
+        self._nested_pass = False  # another extension's own pass through the UNet inside that call
 
     # -- attach / detach ---------------------------------------------------------------------
 
@@ -216,6 +218,9 @@ class Fabric:
             layer.module.forward = layer
         self._handles.append(self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
         self._handles.append(_register_after_hook(self.unet, self._after_unet))
+        entry = _entry_block(self.unet)
+        if entry is not None:
+            self._handles.append(entry.register_forward_pre_hook(self._before_entry_block))
         setattr(self.unet, _ATTACHED, self)
         return self
 
@@ -243,6 +248,8 @@ class Fabric:
     def _before_unet(self, unet, args, kwargs):
         self._plan = None
         self._keep_rows = None
+        self._nested_pass = False
+        self._call_input = args[0] if args else kwargs.get("x")
         if self._recording is not None or self.failure is not None:
             return None
         try:
@@ -253,10 +260,23 @@ class Fabric:
         if fused_inputs is None:
             return None
         self._keep_rows = self._plan.n_rows
+        self._call_input = fused_inputs[0][0] if fused_inputs[0] else fused_inputs[1]["x"]
         return fused_inputs
+
+    def _before_entry_block(self, block, args):
+        """The UNet's first block sees each pass's input. Inside a planned call, an input other
+        than the call's own is another extension's pass through the UNet: ControlNet's
+        reference_only runs the same rows with its reference latent (its bank) before the real
+        pass. FABRIC stays out of that pass, so that the bank holds ControlNet's reference alone."""
+        if self._plan is None or self._recording is not None or not args:
+            return None
+        self._nested_pass = not _same_input(args[0], self._call_input)
+        return None
 
     def _after_unet(self, module, args, output):
         self._plan = None
+        self._call_input = None
+        self._nested_pass = False
         keep, self._keep_rows = self._keep_rows, None
         if keep is not None and isinstance(output, torch.Tensor):
             return output[:keep]  # the reference rows' output is not the host's
@@ -516,6 +536,21 @@ def _register_after_hook(module: nn.Module, hook):
 
 # The UNet's inputs by position: ldm's and sgm's UNetModel.forward(x, timesteps, context, y, **kwargs).
 _UNET_INPUTS = ("x", "timesteps", "context", "y")
+
+
+def _entry_block(unet: nn.Module) -> nn.Module | None:
+    """The first block of ldm's and sgm's UNetModel, which takes the pass's input x."""
+    blocks = getattr(unet, "input_blocks", None)
+    return blocks[0] if isinstance(blocks, nn.ModuleList) and len(blocks) else None
+
+
+def _same_input(h, x) -> bool:
+    """Whether the first block's input is the call's x (the UNet may have cast it to its dtype)."""
+    if not isinstance(h, torch.Tensor) or not isinstance(x, torch.Tensor) or h.shape != x.shape:
+        return False
+    if h.data_ptr() == x.data_ptr():
+        return True
+    return bool(torch.allclose(h.float(), x.float(), rtol=1e-2, atol=1e-2))
 
 
 def _foreign_forward(module: nn.Module) -> bool:

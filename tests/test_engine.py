@@ -141,7 +141,7 @@ def test_a_job_that_never_detached_is_cleaned_by_the_next_attach(unet):
     before = module_snapshot(unet)
     make_fabric(unet, LIKED_REFS).attach()  # a failed job that never reached detach
     fab = make_fabric(unet, LIKED_REFS).attach()
-    assert sum(len(m._forward_pre_hooks) for m in unet.modules()) == 1
+    assert sum(len(m._forward_pre_hooks) for m in unet.modules()) == 2  # the UNet's, its first block's
     fab.detach()
     assert_same_snapshot(before, module_snapshot(unet))
     make_fabric(unet, LIKED_REFS).attach()
@@ -245,6 +245,41 @@ def test_attn1_keys_passed_as_context_by_controlnet_reference_only(unet):
     assert (both - fabric_alone).abs().max() > 1e-3
     assert not torch.allclose(only_cond[0], reference_only[0])
     torch.testing.assert_close(only_cond[1], reference_only[1], rtol=0, atol=1e-5)  # plain rows keep their keys
+
+
+class NestedPassFirst:
+    """ControlNet's reference_only: its forward on the UNet first runs the same rows with its own
+    reference latent through the class forward (writing its bank), then the real pass."""
+
+    def __init__(self, unet, other_x):
+        self.unet, self.other_x, self.nested_outputs = unet, other_x, []
+
+    def __enter__(self):
+        unet = self.unet
+
+        def forward(x, timesteps=None, context=None, **kwargs):
+            self.nested_outputs.append(type(unet).forward(unet, self.other_x, timesteps, context=context))
+            return type(unet).forward(unet, x, timesteps, context=context)
+
+        unet.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.unet.forward
+
+
+def test_another_extensions_own_pass_inside_the_call_is_left_alone(unet):
+    x, t, ctx = cfg_inputs()
+    other = torch.randn_like(x)
+    separate = dict(fuse_reference_rows=False)  # as under any foreign forward
+    with NestedPassFirst(unet, other) as vanilla_nested:
+        vanilla = run(unet, x, t, ctx)
+    with NestedPassFirst(unet, other) as nested:
+        both = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS, **separate))
+    fabric_alone = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS, **separate))
+    assert torch.equal(nested.nested_outputs[0], vanilla_nested.nested_outputs[0])  # its pass: untouched
+    assert torch.equal(both, fabric_alone)  # the real pass: FABRIC as without the nested pass
+    assert not torch.allclose(both, vanilla)
 
 
 def test_same_inputs_same_output_and_global_rng_untouched(unet):
