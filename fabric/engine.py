@@ -129,7 +129,7 @@ class _LayerForward:
                 return fabric._inject_fused(self, x, plan, context)
             return fabric._inject(self, x, plan, plan.layers[self.index], context)
         except Exception as error:  # a fault must not take the generation down
-            fabric._fail(error)
+            fabric.fail(error)
             return self.host_forward(x, context=context, mask=mask, **kwargs)
 
 
@@ -255,7 +255,7 @@ class Fabric:
         try:
             self._plan, fused_inputs = self._make_plan(args, kwargs)
         except Exception as error:
-            self._fail(error)
+            self.fail(error)
             return None
         if fused_inputs is None:
             return None
@@ -282,7 +282,8 @@ class Fabric:
             return output[:keep]  # the reference rows' output is not the host's
         return None
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        """Turn FABRIC off for the rest of the job (the host keeps generating) and report why once."""
         self._plan = None
         self._recording = None
         if self.failure is None:

@@ -284,7 +284,7 @@ class _Job:
             if engine.reference_concat is not None:
                 self._prepare_concat(height, width)
         except Exception as error:  # noqa: BLE001 - a broken reference must not break the job
-            engine._fail(error)
+            engine.fail(error)
             return
         text_cond = params.text_cond
         n_cond = (text_cond["crossattn"] if isinstance(text_cond, dict) else text_cond).shape[0]

@@ -15,10 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+from browser_support import chromium  # skips this module without chromium or playwright
 pytest.importorskip("gradio", reason="gradio is not installed")
 
 from PIL import Image  # noqa: E402
@@ -28,10 +25,6 @@ from fabric.store import FeedbackStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-BROWSER_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 TIMEOUT_MS = 15_000
 
 
@@ -68,13 +61,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    pw = playwright_api.sync_playwright().start()
-    try:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
-    finally:
-        pw.stop()
 
 
 class Session:

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+from browser_support import chromium, playwright_api  # skips this module without chromium or playwright
 
 from PIL import Image  # noqa: E402
 
@@ -30,10 +27,6 @@ from fabric.images import image_id  # noqa: E402
 URL = os.environ.get("FABRIC_WEBUI_URL", "").rstrip("/")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "e2e"
-BROWSER_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 TIMEOUT_MS = 30_000  # clicks, panel events
 PAGE_LOAD_MS = 180_000  # the webui's page is large; a busy CPU serves it slowly
 GENERATION_MS = 180_000  # per image
@@ -45,13 +38,8 @@ WEBUI_HIRES_JS = "width/height (webui hires_fix.js)"
 
 @pytest.fixture(scope="module")
 def browser():
-    pw = playwright_api.sync_playwright().start()
-    try:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
-    finally:
-        pw.stop()
 
 
 class WebuiPage:
@@ -101,6 +89,18 @@ class WebuiPage:
         )
         self.page.wait_for_timeout(500)  # the release events run
         self.stage = stage
+
+    def small_job(self):
+        """One 64x64 image in 4 steps. Random weights: some prompts and samplers end in NaNs; this
+        prompt with Euler does not."""
+        self.stage = "settings"
+        self.set_prompt("a lighthouse on a cliff")
+        self.set_sampler("Euler")
+        self.set_seed(1234)
+        self.set_slider("txt2img_width", 64)
+        self.set_slider("txt2img_height", 64)
+        self.set_slider("txt2img_steps", 4)
+        self.set_slider("txt2img_batch_size", 1)
 
     def fabric_errors(self):
         """Page errors, less the webui's own on width/height (see WEBUI_HIRES_JS)."""
@@ -258,15 +258,7 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert "input-accordion-open" not in p.js("() => document.querySelector('#fabric_txt2img').className")
     assert p.checked("#fabric_txt2img-checkbox input") is False
 
-    # Random weights: some prompts and samplers end in NaNs. This prompt with Euler does not.
-    p.stage = "settings"
-    p.set_prompt("a lighthouse on a cliff")
-    p.set_sampler("Euler")
-    p.set_seed(1234)
-    p.set_slider("txt2img_width", 64)
-    p.set_slider("txt2img_height", 64)
-    p.set_slider("txt2img_steps", 4)
-    p.set_slider("txt2img_batch_size", 1)
+    p.small_job()
 
     # 1. Generate one image.
     p.stage = "generate 1"
@@ -377,14 +369,7 @@ def test_send_to_img2img_paste_and_png_info_restore_fabric(page, webui, tmp_path
     not switch FABRIC on (the default of the "restore enabled" setting); sending to img2img copies
     the switch as it is."""
     p = page
-    p.stage = "settings"
-    p.set_prompt("a lighthouse on a cliff")
-    p.set_sampler("Euler")
-    p.set_seed(1234)
-    p.set_slider("txt2img_width", 64)
-    p.set_slider("txt2img_height", 64)
-    p.set_slider("txt2img_steps", 4)
-    p.set_slider("txt2img_batch_size", 1)
+    p.small_job()
     p.stage = "generate and like"
     p.generate(1)
     liked_id = p.output_id(0)
@@ -453,14 +438,7 @@ def test_upscale_button_with_fabric(page, webui):
     The ✨ pass is not reproducible in the webui itself (it VAE-encodes the shown image, sampling
     the posterior with the unseeded global RNG), so the test checks the job, not its pixels."""
     p = page
-    p.stage = "settings"
-    p.set_prompt("a lighthouse on a cliff")
-    p.set_sampler("Euler")
-    p.set_seed(1234)
-    p.set_slider("txt2img_width", 64)
-    p.set_slider("txt2img_height", 64)
-    p.set_slider("txt2img_steps", 4)
-    p.set_slider("txt2img_batch_size", 1)
+    p.small_job()
     assert p.checked("#txt2img_hr-checkbox input") is False  # hires fix itself stays off
 
     p.stage = "generate and like"
