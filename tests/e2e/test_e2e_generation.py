@@ -69,6 +69,21 @@ def test_batch_image_equals_its_seed_alone(webui, reference_rows):
 
 
 SAMPLERS = ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE", "DDIM", "PLMS", "UniPC", "LCM"]
+# modules/sd_schedulers.py (v1.10): the "Schedule type" choices besides Automatic.
+SCHEDULERS = ["Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+              "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_every_scheduler(webui, scheduler):
+    """FABRIC reads the progress from the timestep each UNet call gets, whatever spaced the sigmas;
+    a window over the second half of the steps (start 0.5) still acts under every schedule."""
+    job = {"sampler_name": "Euler", "scheduler": scheduler}
+    plain = images(webui.generate(job))
+    with_feedback = webui.generate({**job, "alwayson_scripts": fabric_args(start=0.5, end=1.0)})
+    assert images(with_feedback) != plain
+    assert f"Schedule type: {scheduler}" in infotext(with_feedback)
+    assert "FABRIC start: 0.5" in infotext(with_feedback) and "FABRIC error" not in infotext(with_feedback)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
