@@ -478,6 +478,25 @@ def test_token_budget_bounds_reference_keys(unet):
     assert (out - full).norm() < 0.5 * (full - vanilla).norm()
 
 
+def test_token_budget_keeps_reference_calls_to_the_hosts_rows(unet):
+    """The budget is the setting for tight memory: no UNet call of FABRIC's carries more rows
+    than the sampler's own call (2 here), in the call or in separate calls."""
+    x, t, ctx = cfg_inputs()
+    refs = [reference(f"r{i}", i) for i in range(3)]
+    rows = []
+    hook = unet.input_blocks[0].register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        budget = make_fabric(unet, refs, token_budget=64, rows=lambda n: [LIKED] * n)
+        run(unet, x, t, ctx, budget)
+        plain = make_fabric(unet, refs, rows=lambda n: [LIKED] * n)
+        rows_before = len(rows)
+        run(unet, x, t, ctx, plain)
+    finally:
+        hook.remove()
+    assert budget.fused_calls == 0 and budget.reference_calls == 2 and max(rows[:rows_before]) == 2
+    assert plain.fused_calls == 1 and rows[rows_before:] == [2 + 3]
+
+
 def test_fractional_timesteps_and_half_precision_autocast(unet):
     """The webui samples under autocast; k-diffusion passes fractional timesteps."""
     x, t, ctx = cfg_inputs(t=613.37)
