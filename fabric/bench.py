@@ -415,8 +415,8 @@ class Bench:
             token_budget=run.token_budget,
             fuse_reference_rows=self.o.fuse,
         )
-        # time the reference passes (a private method; optional): all sets of a call, or one set
-        method = "_reference_passes" if hasattr(fab, "_reference_passes") else "_reference_pass"
+        # time the separate reference passes (a private method; optional), one set each
+        method = "_reference_pass"
         reference_pass = getattr(fab, method, None)
         if reference_pass is not None:
 

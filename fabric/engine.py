@@ -198,7 +198,6 @@ class Fabric:
         self._handles: list = []
         self._plan: _Plan | None = None
         self._recording: list[torch.Tensor | None] | None = None
-        self._spans: list[tuple[int, int]] | None = None  # each set's rows in the reference batch
         self._keep_rows: int | None = None  # the host's rows of a call that carries reference rows
         self._wrapped_by_others = False  # another extension's forward on a module of the UNet
         self._call_input: torch.Tensor | None = None  # x of the UNet call being planned for
@@ -403,13 +402,8 @@ class Fabric:
         return self.reference_batch
 
     def _reference_pass(self, name: str, x: torch.Tensor, timesteps: torch.Tensor) -> list[torch.Tensor]:
-        """The recorded attn1 inputs of one set: [R, N, C] per layer."""
-        return self._reference_passes([name], x, timesteps)[name]
-
-    def _reference_passes(self, names: list[str], x: torch.Tensor, timesteps: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """The reference pass of `names` in common UNet calls (reference_batch rows each)."""
-        z, t_ref, kwargs, spans = self._reference_inputs(names, x, timesteps)
-        self._spans = list(spans.values())
+        """The recorded attn1 inputs of one set, [R, N, C] per layer, from UNet calls of its own."""
+        z, t_ref, kwargs, _ = self._reference_inputs([name], x, timesteps)
         batch = self._rows_per_call(x.shape[0])
         while True:
             try:
@@ -422,7 +416,7 @@ class Fabric:
                 self.reference_batch = batch
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-        return {name: [hidden[a:b] for hidden in recorded] for name, (a, b) in spans.items()}
+        return recorded
 
     def _reference_inputs(self, names: list[str], x: torch.Tensor, timesteps: torch.Tensor):
         """UNet inputs of the references of `names` at this call's timestep: (latents, timesteps,
@@ -454,7 +448,6 @@ class Fabric:
     def _run_reference_chunks(self, z, t_ref, kwargs, batch: int) -> list[torch.Tensor]:
         chunks: list[list[torch.Tensor]] = [[] for _ in self._layers]
         forward = type(self.unet).forward
-        spans = getattr(self, "_spans", None) or [(0, z.shape[0])]
         for begin in range(0, z.shape[0], batch):
             end = min(begin + batch, z.shape[0])
             self._recording = [None] * len(self._layers)
@@ -464,8 +457,7 @@ class Fabric:
                 pass
             finally:
                 recorded, self._recording = self._recording, None
-            # counted per set: a call that carries references of two sets is two passes in one call
-            self.reference_passes += sum(1 for a, b in spans if a < end and b > begin)
+            self.reference_passes += 1
             self.reference_calls += 1
             for index, hidden in enumerate(recorded):
                 if hidden is None:
