@@ -43,7 +43,7 @@ def webui(tmp_path_factory):
 @pytest.fixture
 def ui(webui):
     webui.reset()
-    webui.module._latent_caches.clear()
+    webui.host._latent_caches.clear()
     webui.expect_reports = False
     yield webui
     reports = list(errors.reported)
@@ -335,13 +335,13 @@ HIRES = dict(width=64, height=64, enable_hr=True, hr_scale=2.0, steps=4, hr_seco
 
 def spy_encodes(ui, monkeypatch):
     encodes = []
-    original = ui.module._encode_reference
+    original = ui.host._encode_reference
 
     def encode(image, image_id, height, width):
         encodes.append((image_id, height, width))
         return original(image, image_id, height, width)
 
-    monkeypatch.setattr(ui.module, "_encode_reference", encode)
+    monkeypatch.setattr(ui.host, "_encode_reference", encode)
     return encodes
 
 
@@ -367,7 +367,7 @@ def test_hires_pass_with_hires_on_reencodes_the_references_at_the_hires_size(ui,
     assert recorder.passes(hr=True)
     a, b = ui.images["a"], ui.images["b"]
     assert sorted(set(encodes)) == sorted({(i, s, s) for i in (a, b) for s in (8, 16)})
-    (cache,) = ui.module._latent_caches.values()
+    (cache,) = ui.host._latent_caches.values()
     assert {key for key in cache._entries} == {(i, s, s) for i in (a, b) for s in (8, 16)}
     assert p.extra_generation_params["FABRIC hires"] == "True"
     assert_all_clean()
@@ -460,7 +460,7 @@ def test_script_unload_and_end_job_leave_nothing_attached(ui):
         assert not is_clean(ui.model.model.diffusion_model)
         cleanup()
         assert_all_clean()
-        assert ui.module._current_job is None
+        assert ui.host._current_job is None
 
 
 class CountingSdp(sd_hijack.sd_hijack_optimizations.SdOptimizationSdp):
@@ -588,7 +588,7 @@ def test_an_image_deleted_after_process_still_applies(ui):
     gone = ui.add_image(78)
     args = ui.args(enabled=True, liked=[gone])
     intact, _ = ui.job(args)
-    ui.module._latent_caches.clear()
+    ui.host._latent_caches.clear()
     path = ui.store_dir / "images" / f"{gone}.png"
 
     def delete_on_first_call(params):
@@ -644,7 +644,7 @@ def test_an_interrupted_job_completes_and_leaves_nothing_attached(ui):
     # state.sampling_step lags one call (the sampler's callback sets it): calls 0-3 of 6 ran
     assert len(ui.model.unet_calls) == 4 and shared.state.interrupted
     assert_all_clean()
-    assert ui.module._current_job is None
+    assert ui.host._current_job is None
     script_callbacks.remove_callbacks_for_function(interrupt_after_step_2)
     vanilla, _ = ui.vanilla()
     after, _ = ui.job()
@@ -661,7 +661,7 @@ def test_medvram_reference_passes_run_with_the_unet_weights_in_place(ui, model):
     ui.reset(model)
     plain, _ = ui.job(liked_disliked(ui))
     ui.reset(model)
-    ui.module._latent_caches.clear()
+    ui.host._latent_caches.clear()
     lowvram.setup_for_low_vram(ui.model, True)
     with pytest.raises(lowvram.WeightsNotOnDevice):  # the simulation bites: VAE in, UNet out
         ui.model.first_stage_model.encode(torch.zeros(1, 3, 8, 8))

@@ -77,6 +77,7 @@ class Webui:
         if errors.reported:
             raise RuntimeError(f"loading the script failed: {errors.reported}") from errors.reported[0][1]
         self.module = next(s.module for s in scripts.scripts_data if s.path == str(SCRIPT_PATH))
+        self.host = sys.modules["fabric.hosts"].host  # the host adapter the script picked: A1111's here
         import fabric.settings
 
         self.settings = fabric.settings
