@@ -143,31 +143,63 @@ def test_same_seed_and_feedback_give_the_same_result_in_any_order(ui):
     assert torch.equal(first.samples, reordered.samples)
 
 
+# How far a batch's image k may be from its seed's job alone, as a multiple of the distance that
+# vanilla has on the same machine. Rounding that differs with the batch shape grows over the steps
+# in both; FABRIC's extra arithmetic (reference keys, its own attention) may grow it a little more.
+BATCH_ROUNDING_FACTOR = 4
+_vanilla_batch_deviation: dict[str, float] = {}
+
+
+def batch_deviation(ui, args) -> tuple[float, bool]:
+    """The largest distance between image k of a batch (size 2, count 2, seed 100) and the job of
+    its own seed at batch size 1, over the latents; and whether the decoded images are equal."""
+    batch, _ = ui.job(args, seed=100, batch_size=2, n_iter=2)
+    assert batch.samples.shape[0] == 4
+    worst, same_images = 0.0, True
+    for k in range(4):
+        alone, _ = ui.job(args, seed=100 + k)
+        worst = max(worst, float((batch.samples[k] - alone.samples[0]).abs().max()))
+        same_images &= bool((batch.images[k] == alone.images[0]).all())
+    return worst, same_images
+
+
+def vanilla_batch_deviation(ui, model) -> float:
+    """Vanilla's own batch-versus-alone distance on this machine. The stand-in's per-image noise
+    (ImageRNG) makes the inputs equal; whether the arithmetic is depends on the CPU: some give each
+    row the same result in a batch of 2 as alone, others (seen: an AMD EPYC with AVX512 kernels)
+    block the matrix products differently per batch size, ~2e-4 of latents of magnitude ~60."""
+    if model not in _vanilla_batch_deviation:
+        ui.reset(model)
+        _vanilla_batch_deviation[model], _ = batch_deviation(ui, ui.args())
+    return _vanilla_batch_deviation[model]
+
+
 @pytest.mark.parametrize("model", ["sd15", "sdxl"])
 @pytest.mark.parametrize("reference_rows", ["In separate UNet calls", "Auto"])
 def test_image_k_of_a_batch_is_what_its_seed_gives_alone(ui, model, reference_rows):
-    """Batch size 2, batch count 2: each image equals the job of its own seed at batch size 1.
+    """Batch size 2, batch count 2: each image is what the job of its own seed gives at batch
+    size 1, as exactly as vanilla's is on this machine.
 
-    With separate reference calls, exactly: the stand-in's per-image noise (ImageRNG), FABRIC's
-    per-reference noise and these CPU kernels give each row the same arithmetic in batches of 2 to
-    5 rows (vanilla jobs of batch size 1 and 2). In the generation's own call (Auto on a CPU) the
-    reference rows make the call 6 rows at batch size 2, where these kernels block differently:
-    equal to float rounding, as vanilla itself is at batch size 3. (Not on inpainting models: there
-    the webui's own image conditioning is VAE-sampled with the global RNG, which ImageRNG seeds
-    with the batch's last seed, so even vanilla batches differ; see the inpainting test.)
+    With separate reference calls, FABRIC's per-reference noise and reference passes do not depend
+    on the batch: bit for bit where vanilla is, else within BATCH_ROUNDING_FACTOR times vanilla's
+    own distance. In the generation's own call (Auto on a CPU) the reference rows make the call
+    6 rows at batch size 2 and 4 alone, which these kernels may block differently even where
+    vanilla is exact: to float rounding (1e-3 of latents of magnitude ~60), or within the factor
+    of vanilla's distance where that is larger. (Not on inpainting models: there the webui's own
+    image conditioning is VAE-sampled with the global RNG, which ImageRNG seeds with the batch's
+    last seed, so even vanilla batches differ; see the inpainting test.)
     """
+    vanilla = vanilla_batch_deviation(ui, model)
     ui.reset(model)
     shared.opts.fabric_reference_rows = reference_rows
-    args = liked_disliked(ui)
-    batch, _ = ui.job(args, seed=100, batch_size=2, n_iter=2)
-    assert batch.samples.shape[0] == 4
-    for k in range(4):
-        alone, _ = ui.job(args, seed=100 + k)
-        if reference_rows == "Auto":  # latents of magnitude ~30 after the steps
-            torch.testing.assert_close(batch.samples[k], alone.samples[0], rtol=1e-3, atol=1e-3)
-            continue
-        assert torch.equal(batch.samples[k], alone.samples[0]), k
-        assert (batch.images[k] == alone.images[0]).all()
+    deviation, same_images = batch_deviation(ui, liked_disliked(ui))
+    print(f"{model}, {reference_rows}: FABRIC {deviation:.2e}, vanilla {vanilla:.2e} (batch vs alone)")
+    bound = BATCH_ROUNDING_FACTOR * vanilla
+    if reference_rows == "Auto":
+        bound = max(bound, 1e-3)
+    elif vanilla == 0:
+        assert deviation == 0 and same_images
+    assert deviation <= bound
 
 
 # -- CFG call patterns --------------------------------------------------------------------------
