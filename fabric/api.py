@@ -323,9 +323,10 @@ class FabricRequestValidation:
 
     For a POST to one of ``paths`` it buffers the body (at most ``max_request_bytes``, else 413),
     finds every ``alwayson_scripts`` key equal to "fabric" ignoring case, and runs
-    :func:`parse_script_args` on its ``args`` without writing to the store.  An invalid payload
-    gets 422 and never reaches the webui; any other request is passed on with its body
-    replayed unchanged.  A body that is not JSON or has no FABRIC entry is left to the webui.
+    :func:`parse_script_args` on its ``args``.  An invalid payload gets 422 (507 when the store's
+    disk refuses its inline images) and never reaches the webui; a valid one has its inline images
+    stored, so that the job reads them by id instead of decoding them again.  Every request that
+    passes goes on with its body replayed unchanged.  A body that is not JSON or has no FABRIC entry is left to the webui.
     """
 
     def __init__(self, app, get_store: StoreGetter, get_limits: LimitsGetter, paths=VALIDATED_PATHS):
@@ -363,6 +364,9 @@ class FabricRequestValidation:
         body = b"".join(chunks)
 
         problem = await run_in_threadpool(self.check, body)
+        if isinstance(problem, FabricStoreError):  # the disk refused the inline images: nothing ran
+            await _send_json(send, 507, error_body("FabricStoreError", None, str(problem)))
+            return
         if problem is not None:
             await _send_json(send, 422, error_body("FabricInputError", problem.field, str(problem)))
             return
@@ -378,8 +382,9 @@ class FabricRequestValidation:
 
         await self.app(scope, replay, send)
 
-    def check(self, body: bytes) -> Optional[FabricInputError]:
-        """The first problem in the FABRIC arguments of a request body, or None."""
+    def check(self, body: bytes) -> Optional[FabricInputError | FabricStoreError]:
+        """The first problem in the FABRIC arguments of a request body, or None. A valid payload's
+        inline images are stored on the way."""
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
@@ -396,8 +401,10 @@ class FabricRequestValidation:
                     return FabricInputError(where, 'must be an object like {"args": [...]}')
                 if "args" not in entry:
                     continue
-                parse_script_args(entry["args"], store=store, limits=limits, commit=False, field_prefix=f"{where}.args")
-        except FabricInputError as exc:
+                # A valid payload's inline images go into the store now, as the job would put
+                # them there: the job then finds them by id instead of decoding them again.
+                parse_script_args(entry["args"], store=store, limits=limits, commit=True, field_prefix=f"{where}.args")
+        except (FabricInputError, FabricStoreError) as exc:
             return exc
         except Exception:  # a bug here must not take the webui's API down: let the request through
             log.exception("FABRIC: the request check failed; the request is passed on unchecked")

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
+
+from collections import OrderedDict
 
 from .errors import FabricInputError, FabricNotFoundError
 from .images import ID_PATTERN, decode_image, image_id
@@ -130,6 +133,9 @@ _UNIT_FIELDS = ("strength", "start", "end", "min_strength", "neg_scale")
 _BOOL_FIELDS = ("enabled", "hires")
 _SET_FIELDS = ("liked", "disliked")
 _ENTRY_KEYS = ("image", "id", "weight")
+# A key that is present says what it wants; null says nothing, and taking it as the default would
+# hide a client's bug (a request of all nulls used to run a vanilla job and answer 200).
+_NULL = "must not be null: give a value, or leave the key out for its default"
 
 
 # -- argument parsing ------------------------------------------------------------------------------
@@ -148,7 +154,8 @@ def parse_script_args(
 
     ``args`` is either ``[{"enabled": ..., "liked": [...], ...}]`` (named: omitted keys take
     their defaults, unknown keys are errors) or values in :data:`POSITIONAL_ORDER` (missing
-    trailing ones take their defaults).  ``None`` anywhere means "unset", i.e. the default.
+    trailing ones take their defaults).  In the named form a null value is an error (leave the
+    key out instead); a positional ``None`` means "unset", i.e. the default.
 
     A feedback image is an image id already in ``store``; a base64 string or data:image URL;
     or ``{"image": <id | base64 | data URL>, "weight": w}`` (``"id"`` may stand for ``"image"``
@@ -192,11 +199,31 @@ def parse_feedback_sets(
 class _Pending:
     """An inline image decoded during validation, waiting to be added to the store."""
 
-    __slots__ = ("image", "id")
+    __slots__ = ("image", "id", "digest")
 
-    def __init__(self, image, ident):
+    def __init__(self, image, ident, digest):
         self.image = image
         self.id = ident
+        self.digest = digest
+
+
+# The HTTP edge checks a txt2img/img2img request and stores its inline images; the webui then
+# hands the same base64 text to the script. Remembering which id each text gave (by a digest of
+# the text, a few ms per MB) spares decoding every inline image twice per request. Bounded: a
+# request the webui refuses after the check leaves only a small entry behind.
+_MAX_REMEMBERED_INLINE_IMAGES = 256
+_stored_inline_images: "OrderedDict[str, str]" = OrderedDict()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _remember_inline_image(digest: str, ident: str) -> None:
+    _stored_inline_images[digest] = ident
+    _stored_inline_images.move_to_end(digest)
+    while len(_stored_inline_images) > _MAX_REMEMBERED_INLINE_IMAGES:
+        _stored_inline_images.popitem(last=False)
 
 
 class _Parser:
@@ -221,10 +248,12 @@ class _Parser:
                 )
             named = args[0]
             loc = (lambda name: f"{prefix}[0].{name}") if prefix else (lambda name: name)
-            for key in named:
+            for key, value in named.items():
                 if key not in DEFAULTS:
                     where = _key_loc(f"{prefix}[0]" if prefix else "", key)
                     raise FabricInputError(where, _unknown_key(key, POSITIONAL_ORDER))
+                if value is None:
+                    raise FabricInputError(loc(key), _NULL)
             raw = {name: named.get(name) for name in POSITIONAL_ORDER}
         else:
             if len(args) > len(POSITIONAL_ORDER):
@@ -293,9 +322,11 @@ class _Parser:
         if isinstance(item, FeedbackImage):
             return self.read_reference(item.id, where, id_only=True), item.weight
         if isinstance(item, Mapping):
-            for key in item:
+            for key, value in item.items():
                 if key not in _ENTRY_KEYS:
                     raise FabricInputError(_key_loc(where, key), _unknown_key(key, ("image", "weight")))
+                if value is None:
+                    raise FabricInputError(_key_loc(where, key), _NULL)
             if "image" in item and "id" in item:
                 raise FabricInputError(where, 'give the picture as "image" or as "id", not both')
             if "id" in item:
@@ -304,8 +335,8 @@ class _Parser:
                 ref = self.read_reference(item["image"], f"{where}.image")
             else:
                 raise FabricInputError(where, 'a feedback image object needs "image" (an id, base64 or data URL)')
-            weight = item.get("weight")
-            weight = 1.0 if weight is None else _check_number(weight, f"{where}.weight", 0.0, MAX_WEIGHT)
+            weight = item.get("weight", 1.0)
+            weight = _check_number(weight, f"{where}.weight", 0.0, MAX_WEIGHT)
             return ref, weight
         if isinstance(item, str):
             return self.read_reference(item, where), 1.0
@@ -316,6 +347,10 @@ class _Parser:
         )
 
     def read_reference(self, value: Any, where: str, *, id_only: bool = False):
+        if isinstance(value, str) and not id_only:
+            stored = _stored_inline_images.get(_text_digest(value))
+            if stored is not None and self.store.has(stored):
+                return stored  # decoded and stored by the HTTP edge's check of this request
         if isinstance(value, str) and ID_PATTERN.fullmatch(value):
             if not self.store.has(value):
                 raise FabricNotFoundError(
@@ -329,7 +364,7 @@ class _Parser:
         image = decode_image(
             value, field=where, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_image_bytes
         )
-        pending = _Pending(image, image_id(image))
+        pending = _Pending(image, image_id(image), _text_digest(value))
         self.pending.append(pending)
         return pending
 
@@ -340,6 +375,8 @@ class _Parser:
         for pending in self.pending:
             ident = self.store.add(pending.image) if commit else pending.id
             resolved[id(pending)] = ident
+            if commit:
+                _remember_inline_image(pending.digest, ident)
             pending.image = None  # let the pixels go as soon as they are stored
         return resolved
 

@@ -320,8 +320,8 @@ def test_valid_payloads_reach_the_endpoint_byte_identical(host, client):
             assert r.status_code == 200, (i, r.text)
             assert r.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}, i
     assert host.calls == [b for b in bodies for _ in range(2)]
-    # the check writes nothing: the inline pictures are stored when the job's script reads them
-    assert [e["id"] for e in host.store.list()] == [a]
+    # the check stores the valid payloads' inline pictures, as the job would
+    assert sorted(e["id"] for e in host.store.list()) == sorted([a, image_id(picture(2)), image_id(picture(3))])
 
 
 BAD_PAYLOADS = [
@@ -338,6 +338,11 @@ BAD_PAYLOADS = [
     ([True, "abc"], "alwayson_scripts.FABRIC.args[1]", "(liked) must be a list"),
     ([True, [], [], 0.5, 0.6, 0.5], "alwayson_scripts.FABRIC.args[5]", "(end) must not be before start"),
     ({"enabled": True}, "alwayson_scripts.FABRIC.args", "must be a list"),
+    ([{"enabled": None}], "alwayson_scripts.FABRIC.args[0].enabled", "must not be null"),
+    ([{"enabled": True, "liked": [{"image": b64(picture(4)), "weight": None}]}],
+     "alwayson_scripts.FABRIC.args[0].liked[0].weight", "must not be null"),
+    ([{name: None for name in ("enabled", "liked", "disliked", "strength")}],
+     "alwayson_scripts.FABRIC.args[0].enabled", "must not be null"),
 ]
 
 
@@ -349,6 +354,50 @@ def test_bad_payloads_get_422_and_nothing_is_generated(host, client, args, field
         assert body["error"] == "FabricInputError"
     assert host.calls == []
     assert host.store.list() == []
+
+
+def test_each_inline_image_is_decoded_once_per_request(tmp_path, monkeypatch):
+    """The edge checks and stores a request's inline images; the job's script, handed the same
+    base64 text by the webui, finds them by id instead of decoding them again."""
+    from fabric import settings as settings_module
+    from fabric.settings import parse_script_args
+
+    host = Host(tmp_path / "store")
+    jobs = []
+
+    async def generate(request: Request):  # what the webui's script does with the request's args
+        args = json.loads(await request.body())["alwayson_scripts"]["FABRIC"]["args"]
+        jobs.append(parse_script_args(args, store=host.store, from_hook=True))
+        return {}
+
+    host.app.router.routes = [r for r in host.app.router.routes if getattr(r, "path", "") != "/sdapi/v1/txt2img"]
+    host.app.add_api_route("/sdapi/v1/txt2img", generate, methods=["POST"])
+    decoded = []
+    real_decode = settings_module.decode_image
+    monkeypatch.setattr(settings_module, "decode_image", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    inline = [b64(picture(7)), data_url(picture(8))]
+    with TestClient(host.app) as client:
+        r = client.post("/sdapi/v1/txt2img", content=fabric_request(
+            [{"enabled": True, "liked": [inline[0]], "disliked": [{"image": inline[1], "weight": 2}]}]))
+    assert r.status_code == 200, r.text
+    assert len(decoded) == 2
+    settings = jobs[0]
+    assert [i.id for i in settings.liked] == [image_id(picture(7))]
+    assert [(i.id, i.weight) for i in settings.disliked] == [(image_id(picture(8)), 2.0)]
+    # without the edge (the UI, a caller inside the process) the script decodes and stores itself
+    host.store.delete(image_id(picture(7)))
+    again = parse_script_args([{"enabled": True, "liked": [inline[0]]}], store=host.store, from_hook=True)
+    assert len(decoded) == 3 and [i.id for i in again.liked] == [image_id(picture(7))]
+
+
+def test_a_store_that_refuses_the_inline_images_gets_507_and_nothing_runs(host, client, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise store_module.FabricStoreError("the disk is full")
+
+    monkeypatch.setattr(host.store, "add", refuse)
+    r = client.post("/sdapi/v1/txt2img", content=fabric_request([{"enabled": True, "liked": [b64(picture(9))]}]))
+    assert_error(r, 507, None, "the disk is full")
+    assert host.calls == []
 
 
 def test_nan_and_infinity_in_the_json(host, client):

@@ -56,7 +56,23 @@ def test_empty_args_and_nones_give_the_defaults(store):
     assert parse([], store) == FabricSettings()
     assert parse([None] * 10, store) == FabricSettings()
     assert parse([{}], store) == FabricSettings()
-    assert parse([{name: None for name in POSITIONAL_ORDER}], store) == FabricSettings()
+
+
+@pytest.mark.parametrize("name", POSITIONAL_ORDER)
+def test_a_null_in_the_named_form_is_an_error_naming_the_field(store, name):
+    """A null has no meaning for any setting; leaving the key out takes the default."""
+    with pytest.raises(FabricInputError, match="must not be null") as caught:
+        parse([{name: None}], store)
+    assert caught.value.field == name
+    assert parse([{}], store) == FabricSettings()
+
+
+@pytest.mark.parametrize("key", ["image", "weight"])
+def test_a_null_inside_a_feedback_image_object_is_an_error(store, key):
+    entry = {"image": store.add(picture(1)), "weight": 1.0, key: None}
+    with pytest.raises(FabricInputError, match="must not be null") as caught:
+        parse([{"liked": [entry]}], store)
+    assert caught.value.field == f"liked[0].{key}"
 
 
 def test_named_and_positional_forms_agree(store):
