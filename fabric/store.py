@@ -5,6 +5,7 @@ reinstalling the extension loses nothing)::
 
     images/<id>.png        one RGB PNG per picture, id = fabric.images.image_id(pixels)
     presets/<key>.json     {"version": 1, "name": ..., "liked": [...], "disliked": [...]}
+    .lock                  locked around every change, so that processes can share the folder
 
 Every write goes to a temporary file in the target's folder, is flushed to the disk and then
 renamed over the target, so a reader sees the old file or the new one, never a part; a failed
@@ -15,6 +16,7 @@ sends can point outside ``root``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -50,6 +52,7 @@ MAX_WEIGHT = 4.0
 #: Most images one preset set may hold (a sanity bound on the file, not the generation limit).
 MAX_PRESET_IMAGES = 1000
 
+_LOCK_FILE = ".lock"
 _TEMP_PREFIX = ".tmp-"
 _TEMP_SUFFIX = ".part"
 _STALE_TEMP_S = 3600.0
@@ -118,7 +121,7 @@ class FeedbackStore:
         image = rgb
         ident = image_id(image)
         path = self._image_path(ident)
-        with self._lock:
+        with self._exclusive():
             if self._is_sound_png(path):
                 return ident
             buffer = io.BytesIO()
@@ -203,7 +206,7 @@ class FeedbackStore:
         """Remove an image.  Presets that name it keep the id (loading them then reports it)."""
         ident = check_image_id(ident, field)
         path = self._image_path(ident)
-        with self._lock:
+        with self._exclusive():
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -217,7 +220,7 @@ class FeedbackStore:
         If a preset file cannot be read, nothing is deleted (its images cannot be known) and
         FabricStoreError names the file.
         """
-        with self._lock:
+        with self._exclusive():
             referenced = set(keep)
             for name in self._names(self.presets_dir):
                 if not _PRESET_FILE.fullmatch(name):
@@ -257,13 +260,13 @@ class FeedbackStore:
         """
         name = check_preset_name(name)
         sets = {"liked": self._preset_entries(liked, "liked"), "disliked": self._preset_entries(disliked, "disliked")}
-        for key, entries in sets.items():
-            for i, entry in enumerate(entries):
-                if not self.has(entry["id"]):
-                    raise FabricNotFoundError(f"{key}[{i}].id", f"no image with id {entry['id']} in the FABRIC store")
         document = {"version": 1, "name": name, **sets}
         data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
-        with self._lock:
+        with self._exclusive():  # a prune elsewhere must not delete the images between check and write
+            for key, entries in sets.items():
+                for i, entry in enumerate(entries):
+                    if not self.has(entry["id"]):
+                        raise FabricNotFoundError(f"{key}[{i}].id", f"no image with id {entry['id']} in the FABRIC store")
             self._write_atomic(self._preset_path(name), data)
         return {"name": name, **sets}
 
@@ -302,7 +305,7 @@ class FeedbackStore:
     def delete_preset(self, name: object) -> None:
         name = check_preset_name(name)
         path = self._preset_path(name)
-        with self._lock:
+        with self._exclusive():
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -311,6 +314,29 @@ class FeedbackStore:
                 raise _store_error("delete", path, exc) from None
 
     # -- internals ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Every change, against the other threads and against other processes that share
+        ``root`` (several webuis on one store folder, also on a network drive). Reads need no
+        lock: every file is replaced whole. The file lock is a POSIX record lock (fcntl.lockf),
+        which NFS carries between machines, or msvcrt's on Windows."""
+        with self._lock:
+            if not self.root.is_dir():  # nothing to share yet; the first write makes the folder
+                yield
+                return
+            try:
+                handle = open(self.root / _LOCK_FILE, "a+b")
+            except OSError as exc:
+                raise _store_error("lock", self.root / _LOCK_FILE, exc) from None
+            try:
+                _lock_file(handle)
+                try:
+                    yield
+                finally:
+                    _unlock_file(handle)
+            finally:
+                handle.close()
 
     def _image_path(self, ident: str) -> Path:
         return self.images_dir / f"{ident}.png"
@@ -423,6 +449,32 @@ class FeedbackStore:
                             (folder / name).unlink()
                     except OSError:
                         pass
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _lock_file(handle) -> None:
+        handle.seek(0)
+        while True:  # LK_LOCK gives up after 10 tries of a second; a long prune elsewhere may last longer
+            try:
+                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EDEADLK:
+                    raise
+
+    def _unlock_file(handle) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock_file(handle) -> None:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+
+    def _unlock_file(handle) -> None:
+        fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def _png_size(path: Path) -> tuple[int | None, int | None]:

@@ -50,11 +50,14 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Every file under root (relative path -> bytes), temp files included."""
+    """Every file under root (relative path -> bytes), temp files included; not the store's
+    empty lock file, which holds no data."""
     out = {}
     for folder, _, files in os.walk(root):
         for name in files:
             path = Path(folder) / name
+            if path == Path(root) / ".lock":
+                continue
             out[str(path.relative_to(root))] = path.read_bytes()
     return out
 
