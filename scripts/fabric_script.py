@@ -110,13 +110,14 @@ def on_ui_settings():
             8, "Feedback images per UNet call of the reference pass (lower it if VRAM is short)",
             gr.Slider, {"minimum": 1, "maximum": 32, "step": 1},
         ),
-    }
-    if host.FUSES_REFERENCE_ROWS:
-        options["fabric_reference_rows"] = OptionInfo(
+        # Registered in Forge too, so that an API request overriding it works in both webuis.
+        "fabric_reference_rows": OptionInfo(
             "Auto", "Where the feedback images run through the UNet",
             gr.Radio, {"choices": list(REFERENCE_ROWS)},
         ).info("in the generation's own UNet call: faster, most of all on a CPU; separate calls: "
-               "retried with fewer images when memory runs out. Auto: the first on a CPU, the second on a GPU")
+               "retried with fewer images when memory runs out. Auto: the first on a CPU, the second on a GPU"
+               if host.FUSES_REFERENCE_ROWS else "in Forge always in separate UNet calls; this applies in AUTOMATIC1111's webui"),
+    }
     for key, info in options.items():
         info.section = SECTION
         info.category_id = CATEGORY
