@@ -163,7 +163,8 @@ class Fabric:
         reference_concat: (latent h, w) -> [1, c, h, w] extra input channels for UNets whose input
             has more channels than the latent (inpainting models).
         token_budget: at most this many reference tokens per set and layer (0: no limit); pooled.
-            It also caps the reference rows per UNet call at the rows of the host's call.
+            It makes the attention cheaper and the recorded states smaller; the references' own
+            pass through the UNet is the same as without it (same calls, same rows).
         reference_batch: references per UNet call of the reference pass; halved on out-of-memory.
         fuse_reference_rows: run the reference rows inside the host's UNet call where that is
             safe (see the module docstring), at most reference_batch of them. Rows then depend,
@@ -343,7 +344,7 @@ class Fabric:
         fuse = self.fuse_reference_rows
         if fuse is None:
             fuse = x.device.type != "cuda"
-        if not fuse or total > self._rows_per_call(n_rows) or self._unet_wrapped():
+        if not fuse or total > self.reference_batch or self._unet_wrapped():
             return None
         if len(args) > len(_UNET_INPUTS):
             return None
@@ -393,18 +394,10 @@ class Fabric:
         """The clean latents of a set at a latent size (encoded once, then cached)."""
         return [self.latent_cache.latent(r, height, width) for r in self.references[name]]
 
-    def _rows_per_call(self, host_rows: int) -> int:
-        """Reference rows per UNet call: reference_batch; with a token budget, which is the setting
-        for tight memory, also no more than the host's call has, so that the reference pass needs
-        no more activation memory than sampling itself."""
-        if self.token_budget > 0:
-            return max(1, min(self.reference_batch, host_rows))
-        return self.reference_batch
-
     def _reference_pass(self, name: str, x: torch.Tensor, timesteps: torch.Tensor) -> list[torch.Tensor]:
         """The recorded attn1 inputs of one set, [R, N, C] per layer, from UNet calls of its own."""
         z, t_ref, kwargs, _ = self._reference_inputs([name], x, timesteps)
-        batch = self._rows_per_call(x.shape[0])
+        batch = self.reference_batch
         while True:
             try:
                 recorded = self._run_reference_chunks(z, t_ref, kwargs, batch)
