@@ -18,10 +18,11 @@ strength 0.8, neg_scale 0.5), interleaved in the same run, and prints:
 3. The weighted attention (fabric.attention.weighted_attention) against plain SDPA of the same
    shapes without weights, for SD1.5's attn1 shapes at the benchmark's latent sizes.
 
-Sizes. CPU: --quick latent 16x16, 1 and 2 references per set, batch 1 and 2, 4 steps, 1 timed
-repetition, a warm-up step of vanilla only (per-step medians absorb a first-call outlier),
-off/outside rows at 2+2 (under 2 minutes on 2 idle cores); the default (full) run adds
-4 and 8 references, 2 repetitions and the off/outside/budget rows at 8+8 (about 6-8 minutes).
+Sizes. CPU: --quick latent 16x16, 1 and 2 references per set, batch 1 and 2, 4 steps, 3 timed
+repetitions, a warm-up step of vanilla only (per-step medians absorb a first-call outlier),
+off/outside rows at 2+2 (about 4 minutes on 2 idle cores); the default (full) run adds
+4 and 8 references and the off/outside/budget rows at 8+8 (about 10-12 minutes). Every row shows
+the ratio of the medians and, beside it, the spread (min/median/max) of the per-repetition ratios.
 CUDA (fp16 under autocast, as the webui): latent 64 (--quick) or 64 and 128. --latent, --refs,
 --batch, --steps, --reps override; --tiny is a 1M-parameter UNet for the tests.
 
@@ -515,11 +516,14 @@ class Bench:
         return rows, breakdown
 
     @staticmethod
-    def _per_step(run: Run, van: Run, clock_index: int) -> tuple[float, float, float | None, float | None]:
-        """(vanilla s/step, FABRIC s/step, median scheduled step, median other step) on one clock."""
-        vanilla = statistics.median(t[clock_index] for times in van.times for t in times)
-        sched = [t[clock_index] for times in run.times for t, on in zip(times, run.scheduled) if on]
-        other = [t[clock_index] for times in run.times for t, on in zip(times, run.scheduled) if not on]
+    def _per_step(run: Run, van: Run, clock_index: int, rep: int | None = None) -> tuple[float, float, float | None, float | None]:
+        """(vanilla s/step, FABRIC s/step, median scheduled step, median other step) on one clock,
+        over every timed repetition or over repetition `rep` alone."""
+        van_times = van.times if rep is None else van.times[rep:rep + 1]
+        run_times = run.times if rep is None else run.times[rep:rep + 1]
+        vanilla = statistics.median(t[clock_index] for times in van_times for t in times)
+        sched = [t[clock_index] for times in run_times for t, on in zip(times, run.scheduled) if on]
+        other = [t[clock_index] for times in run_times for t, on in zip(times, run.scheduled) if not on]
         f = sum(run.scheduled) / len(run.scheduled)
         sched_s = statistics.median(sched) if sched else None
         other_s = statistics.median(other) if other else None
@@ -533,6 +537,12 @@ class Bench:
         refs_run = 2 * run.refs if f > 0 else 0
         floor = 1 + f * refs_run / (2 * run.batch)
         ratio = fabric_s / vanilla_s
+        # each repetition's ratio (both configurations ran in it, one after the other): the spread
+        # tells noise from effect
+        per_rep = []
+        for rep in range(min(len(run.times), len(van.times))):
+            van_rep, fab_rep, _, _ = self._per_step(run, van, clock_index, rep)
+            per_rep.append(fab_rep / van_rep)
         row = {
             "kind": run.kind,
             "mode": run.mode,
@@ -543,6 +553,10 @@ class Bench:
             "vanilla_s": vanilla_s,
             "fabric_s": fabric_s,
             "ratio": ratio,
+            "ratio_min": min(per_rep),
+            "ratio_median": statistics.median(per_rep),
+            "ratio_max": max(per_rep),
+            "ratio_spread": f"{min(per_rep):.2f}/{statistics.median(per_rep):.2f}/{max(per_rep):.2f}",
             "floor": floor,
             "ratio_over_floor": ratio / floor,
             "peak_vanilla_mb": van.peak["peak_mb"],
@@ -673,6 +687,7 @@ SAMPLING_COLUMNS = [
     ("vanilla s/step", "vanilla_s", ".3f"),
     ("FABRIC s/step", "fabric_s", ".3f"),
     ("ratio", "ratio", ".3f"),
+    ("per-rep min/med/max", "ratio_spread", ""),
     ("floor", "floor", ".3f"),
     ("ratio/floor", "ratio_over_floor", ".3f"),
     ("ratio/floor cpu", "ratio_over_floor_cpu", ".3f"),
@@ -716,7 +731,7 @@ ATTENTION_COLUMNS = [
 def options_from_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m fabric.bench", description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer references and repetitions (< 2 min on a 2-core CPU)")
+    size.add_argument("--quick", action="store_true", help="fewer sizes and references (about 4 min on a 2-core CPU)")
     size.add_argument("--tiny", action="store_true", help="a tiny UNet, for tests of the machinery only")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--latent", type=int, nargs="+", help="latent sizes (square)")
@@ -758,16 +773,16 @@ def options_from_args(argv: list[str] | None = None) -> Options:
     elif args.quick and cuda:
         label, config = "quick", SD15_CONFIG
         latents, refs, batches, steps, reps, extra, attention_reps = [64], [1, 2, 4, 8], [1, 2], 4, 3, 8, 10
-    elif args.quick:  # < 2 minutes on a 2-core CPU
+    elif args.quick:  # about 4 minutes on a 2-core CPU
         label, config = "quick", SD15_CONFIG
-        latents, refs, batches, steps, reps, extra, attention_reps = [16], [1, 2], [1, 2], 4, 1, 2, 5
+        latents, refs, batches, steps, reps, extra, attention_reps = [16], [1, 2], [1, 2], 4, 3, 2, 5
         extras = ("off", "outside")
     elif cuda:
         label, config = "full", SD15_CONFIG
         latents, refs, batches, steps, reps, extra, attention_reps = [64, 128], [1, 2, 4, 8], [1, 2], 4, 5, 8, 20
     else:  # ~6-8 minutes on a 2-core CPU
         label, config = "full", SD15_CONFIG
-        latents, refs, batches, steps, reps, extra, attention_reps = [16], [1, 2, 4, 8], [1, 2], 4, 2, 8, 7
+        latents, refs, batches, steps, reps, extra, attention_reps = [16], [1, 2, 4, 8], [1, 2], 4, 3, 8, 7
     return Options(
         config=config,
         latents=args.latent or latents,

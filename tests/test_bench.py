@@ -13,7 +13,7 @@ from fabric import bench
 
 ROW_KEYS = {
     "refs_per_set", "batch", "latent", "f", "vanilla_s", "fabric_s", "ratio", "floor",
-    "ratio_over_floor", "peak_vanilla_mb", "peak_fabric_mb",
+    "ratio_over_floor", "peak_vanilla_mb", "peak_fabric_mb", "ratio_min", "ratio_median", "ratio_max",
 }
 ATTENTION_KEYS = {"latent", "layer", "tokens", "channels", "heads", "batch", "refs", "keys", "sdpa_ms", "weighted_ms"}
 
@@ -23,7 +23,7 @@ def result():
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         returned = bench.main(
-            ["--tiny", "--device", "cpu", "--refs", "1", "2", "--batch", "1", "2", "--extra-refs", "2"]
+            ["--tiny", "--device", "cpu", "--refs", "1", "2", "--batch", "1", "2", "--extra-refs", "2", "--reps", "3"]
         )
     return returned, out.getvalue()
 
@@ -50,6 +50,7 @@ def test_rows_have_every_field_and_consistent_numbers(result):
         assert row["floor"] == pytest.approx(1 + row["f"] * refs_run / (2 * row["batch"]))
         assert row["ratio"] == pytest.approx(row["fabric_s"] / row["vanilla_s"])
         assert row["ratio_over_floor"] == pytest.approx(row["ratio"] / row["floor"])
+        assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
         for key in ("peak_vanilla_mb", "peak_fabric_mb"):
             assert row[key] is None or (isinstance(row[key], float) and row[key] > 0)
     # 4 steps from t=999 to 0: progress 0, 1/3, 2/3, 1; the window [0, 0.8] holds 3 of them.
