@@ -1,5 +1,6 @@
 """FABRIC through /sdapi/v1/txt2img and img2img in a real webui."""
 import json
+import os
 
 import pytest
 
@@ -119,13 +120,51 @@ def test_call_patterns(webui, pattern):
     assert images(webui.generate(payload)) == plain
 
 
-@pytest.mark.parametrize("optimization", ["Doggettx", "sub-quadratic", "V1", "InvokeAI", "None", "sdp-no-mem", "sdp"])
-def test_attention_optimizations(webui, optimization):
-    settings = {"override_settings": {"cross_attention_optimization": optimization}}
-    plain = images(webui.generate(settings))
-    with_feedback = webui.generate({**settings, "alwayson_scripts": fabric_args()})
+# The setting's titles in v1.10.1 (modules/sd_hijack_optimizations.py: "name - label", or the name),
+# and the name that apply_optimizations logs ("Applying attention optimization: <name>... done.").
+ATTENTION_OPTIMIZATIONS = {
+    "Doggettx": "Doggettx", "sub-quadratic": "sub-quadratic", "V1 - original v1": "V1", "InvokeAI": "InvokeAI",
+    "sdp-no-mem - scaled dot product without memory efficient attention": "sdp-no-mem",
+    "sdp - scaled dot product": "sdp", "None": None,
+}
+
+
+@pytest.fixture
+def attention_setting(webui):
+    """Switch the webui's cross attention optimization for real and put it back afterwards.
+
+    override_settings would not do: v1.10.1 applies them with run_callbacks=False
+    (modules/processing.py:833), so the optimization is never re-applied. POST /sdapi/v1/options
+    runs the setting's onchange, which re-applies it (modules/initialize_util.py:186) and logs
+    which one it applied; FABRIC_WEBUI_LOG names the webui's console log to check that in."""
+    original = webui.options(["cross_attention_optimization"])
+    if original["cross_attention_optimization"] is None:
+        pytest.skip("this webui has no cross attention optimization setting (Forge)")
+    log = os.environ.get("FABRIC_WEBUI_LOG")
+    if not log:
+        pytest.skip("FABRIC_WEBUI_LOG (the webui's console log) is needed to see the optimization applied")
+
+    def switch(title: str) -> None:
+        start = os.path.getsize(log)
+        webui.set_options({"cross_attention_optimization": title})
+        with open(log, "rb") as handle:
+            handle.seek(start)
+            written = handle.read().decode("utf-8", "replace")
+        name = ATTENTION_OPTIMIZATIONS[title]
+        expected = "Disabling attention optimization" if name is None else f"Applying attention optimization: {name}..."
+        assert expected in written, f"switching to {title!r} logged: {written[-500:]!r}"
+
+    yield switch
+    webui.set_options(original)
+
+
+@pytest.mark.parametrize("optimization", list(ATTENTION_OPTIMIZATIONS))
+def test_attention_optimizations(webui, attention_setting, optimization):
+    attention_setting(optimization)
+    plain = images(webui.generate({}))
+    with_feedback = webui.generate({"alwayson_scripts": fabric_args()})
     assert images(with_feedback) != plain and "FABRIC error" not in infotext(with_feedback)
-    assert images(webui.generate(settings)) == plain
+    assert images(webui.generate({})) == plain
 
 
 def test_hires_fix(webui):

@@ -16,14 +16,36 @@ class Webui:
         return self.client.post(path, json=payload)
 
     def generate(self, payload: dict, *, kind: str = "txt2img") -> dict:
-        """One generation; `override_settings` apply to this request only (the webui restores them)."""
+        """One generation; `override_settings` apply to this request only.
+
+        The webui restores an overridden setting afterwards only if its key is in config.json
+        (v1.10.1 modules/processing.py:823 snapshots `opts.data` alone): a setting still at its
+        default would stay changed for every later test. The client puts back what changed."""
         body = {"steps": 4, "width": 64, "height": 64, "cfg_scale": 7, "seed": 1234,
                 "sampler_name": "Euler", "prompt": "a cat", "negative_prompt": "blurry",
                 "save_images": False, "send_images": True, **payload}
         body["override_settings_restore_afterwards"] = True
-        response = self.post(f"/sdapi/v1/{kind}", body)
+        overridden = list(body.get("override_settings") or {})
+        before = self.options(overridden) if overridden else {}
+        try:
+            response = self.post(f"/sdapi/v1/{kind}", body)
+        finally:
+            if overridden:
+                changed = {k: v for k, v in before.items() if self.options([k]).get(k) != v}
+                if changed:
+                    self.set_options(changed)
         assert response.status_code == 200, response.text[:2000]
         return response.json()
+
+    def options(self, keys) -> dict:
+        response = self.client.get("/sdapi/v1/options")
+        assert response.status_code == 200, response.text[:2000]
+        values = response.json()
+        return {k: values.get(k) for k in keys}
+
+    def set_options(self, values: dict) -> None:
+        response = self.post("/sdapi/v1/options", values)
+        assert response.status_code == 200, response.text[:2000]
 
     def load_model(self, name: str) -> None:
         """Make `name` the loaded checkpoint (the webui keeps it until told otherwise)."""
