@@ -1,7 +1,8 @@
 """The FABRIC panel: liked and disliked galleries, the 👍/👎 buttons, upload, presets.
 
-Plain gradio 3.41, no ``modules.*``: the webui script builds it inside ``ui()`` and hands over the
-webui's ``InputAccordion`` and ``ToolButton``; tests build it in a bare ``gr.Blocks`` with the
+Plain gradio, no ``modules.*``; gradio 3.41 (AUTOMATIC1111) and 4.40 (Forge) alike, with what differs
+between them in :mod:`fabric.gradio_compat`.  The webui script builds it inside ``ui()`` and hands
+over the webui's ``InputAccordion`` and ``ToolButton``; tests build it in a bare ``gr.Blocks`` with the
 stand-ins below.  The liked and disliked sets live in two hidden ``gr.JSON`` components (lists of
 ``{"id", "weight"}``) that are script arguments, so every browser session has its own sets and the
 panel keeps no state of its own between events.
@@ -10,13 +11,14 @@ Images reach the store from three places, and each is read only through checks:
 
 * the output gallery (👍/👎): an item names a file; only files gradio itself serves are read
   (files the gallery produced, or files under gradio's temporary folders);
-* the upload box: gradio 3.41's own ``File`` preprocessing copies whatever path the client names,
-  so the panel uses a subclass that hands the raw entries to the handler, which reads only files
-  in gradio's upload folder;
+* the upload box: the handler reads only files in gradio's upload folder (gradio 3.41's own
+  ``File`` preprocessing would copy whatever path the client names; see ``gradio_compat``);
 * presets and pasted infotext: ids only, kept when the store has them.
 
 Every refusal (not an image, too large, store not writable, set full) is a message in the panel's
-status line and a toast, and leaves the sets as they were.
+status line and a toast, and leaves the sets as they were.  Adding images to a set switches FABRIC
+on (a user who gives feedback means it to act on the next image) and says so in a toast, which
+the user sees also when the accordion is closed or scrolled away.
 """
 
 import base64
@@ -34,7 +36,8 @@ import gradio as gr
 from PIL import Image
 
 from .errors import FabricError, FabricInputError
-from .images import ID_PATTERN, decode_image
+from .gradio_compat import file_name, gradio_file_dirs, image_source, js_event, upload_box
+from .images import ID_PATTERN, decode_image, to_rgb
 from .settings import INFOTEXT_KEYS, MAX_WEIGHT, settings_from_infotext
 
 __all__ = ["FabricPanel", "StandInAccordion", "stand_in_tool_button", "KINDS"]
@@ -64,6 +67,9 @@ class StandInAccordion(gr.Checkbox):
     the first row inside the accordion) and opening the accordion does not tick it.
     """
 
+    # Forge (gradio 4) writes a .pyi stub beside the source of a component class without it.
+    webui_do_not_create_gradio_pyi_thank_you = True
+
     def __init__(self, value: bool, **kwargs):
         elem_id = kwargs.pop("elem_id", None) or "fabric-accordion"
         label = kwargs.pop("label", "Accordion")
@@ -90,20 +96,6 @@ def stand_in_tool_button(value: str, *, elem_id: Optional[str] = None, tooltip: 
     """A small emoji button, standing in for the webui's ``ToolButton`` (which shows ``tooltip``)."""
     classes = kwargs.pop("elem_classes", [])
     return gr.Button(value, elem_id=elem_id, elem_classes=["tool", "fabric-tool", *classes], size="sm", min_width=0, **kwargs)
-
-
-class _UploadInput(gr.File):
-    """``gr.File`` that passes the raw upload entries (``{"name", "data", ...}``) to the handler.
-
-    gradio 3.41's ``File.preprocess`` copies the file at whatever ``name`` the client sends; the
-    panel's handler instead reads only files inside gradio's upload folder.
-    """
-
-    def preprocess(self, x):
-        return x
-
-    def get_block_name(self):
-        return "file"
 
 
 # -- the panel -------------------------------------------------------------------------------------
@@ -169,7 +161,8 @@ class FabricPanel:
                 self.summary = gr.HTML(_summary_html([], []), elem_id=self.elem_id("summary"))
             self.status = gr.HTML("", elem_id=self.elem_id("status"), elem_classes=["fabric-status"])
 
-            self.galleries, self.uploads, self.weights, self.remove_buttons, self.clear_buttons = {}, {}, {}, {}, {}
+            self.galleries, self.hints, self.uploads, self.weights = {}, {}, {}, {}
+            self.remove_buttons, self.clear_buttons = {}, {}
             with gr.Row(elem_classes=["fabric-sets"]):
                 for kind in KINDS:
                     self._build_set(kind)
@@ -213,7 +206,6 @@ class FabricPanel:
                     choices=self._preset_names(), value=None, allow_custom_value=True, label="Preset (pick one, or type a new name)",
                     elem_id=self.elem_id("preset"), scale=4,
                 )
-                self.preset_refresh = self._tool_button("🔄", elem_id=self.elem_id("preset_refresh"), tooltip="Refresh the list of presets")
                 self.preset_save = self._tool_button("💾", elem_id=self.elem_id("preset_save"), tooltip="Save the liked and disliked sets as this preset")
                 self.preset_load = self._tool_button("📂", elem_id=self.elem_id("preset_load"), tooltip="Load this preset (replaces both sets)")
                 self.preset_delete = self._tool_button("🗑️", elem_id=self.elem_id("preset_delete"), tooltip="Delete this preset (its images stay in the store)")
@@ -234,25 +226,32 @@ class FabricPanel:
 
     def _build_set(self, kind: str) -> None:
         with gr.Column(elem_classes=["fabric-set", f"fabric-set-{kind}"], min_width=200):
+            # An empty set shows how to fill it instead of an empty gallery.
+            self.hints[kind] = gr.HTML(_hint_html(kind), elem_id=self.elem_id(f"{kind}_hint"), elem_classes=["fabric-hint"])
             self.galleries[kind] = gr.Gallery(
                 label=_gallery_label(kind, 0), elem_id=self.elem_id(kind), elem_classes=["fabric-gallery"],
-                columns=3, height=176, object_fit="contain", allow_preview=True, preview=False,
-                show_download_button=False, show_share_button=False,
+                columns=4, height="auto", object_fit="contain", allow_preview=True, preview=False,
+                show_download_button=False, show_share_button=False, visible=False,
             )
-            self.uploads[kind] = _UploadInput(
-                label=f"Add {kind} images (drop or click)", file_count="multiple", file_types=["image"],
-                elem_id=self.elem_id(f"{kind}_upload"), elem_classes=["fabric-upload"], height=72,
+            # No label: gradio draws a File's label over its drop text when the box is low, and the
+            # set's gallery or hint right above already says what the box adds to.
+            self.uploads[kind] = upload_box(
+                show_label=False, file_count="multiple", file_types=["image"],
+                elem_id=self.elem_id(f"{kind}_upload"), elem_classes=["fabric-upload"],
             )
             with gr.Row(elem_classes=["fabric-set-tools"]):
+                # fabric.js shows the weight and ❌ only while an image of this set is selected.
                 self.weights[kind] = gr.Slider(
-                    0.0, MAX_WEIGHT, value=1.0, step=0.05, label="Image weight",
+                    0.0, MAX_WEIGHT, value=1.0, step=0.05, label="Weight of the selected image",
                     elem_id=self.elem_id(f"{kind}_weight"), elem_classes=["fabric-weight"], scale=4,
                 )
                 self.remove_buttons[kind] = self._tool_button(
-                    "❌", elem_id=self.elem_id(f"{kind}_remove"), tooltip=f"Remove the selected image from the {kind} set"
+                    "❌", elem_id=self.elem_id(f"{kind}_remove"), elem_classes=["fabric-remove"],
+                    tooltip=f"Remove the selected image from the {kind} set",
                 )
                 self.clear_buttons[kind] = self._tool_button(
-                    "🧹", elem_id=self.elem_id(f"{kind}_clear"), tooltip=f"Clear the {kind} set (the images stay in the store)"
+                    "🧹", elem_id=self.elem_id(f"{kind}_clear"), visible=False,
+                    tooltip=f"Clear the {kind} set (the images stay in the store)",
                 )
 
     def _wire(self) -> None:
@@ -260,18 +259,19 @@ class FabricPanel:
             state, gallery = self.states[kind], self.galleries[kind]
             selection_js = f"fabric_gallery_selection('{self.elem_id(kind)}')"
             state.change(
-                self._refresh_fn(kind), inputs=[self.liked, self.disliked], outputs=[gallery, self.summary],
+                self._refresh_fn(kind), inputs=[self.liked, self.disliked],
+                outputs=[gallery, self.hints[kind], self.clear_buttons[kind], self.summary],
                 show_progress=False, queue=False,
             )
             gallery.select(
                 self._select_fn(), inputs=[state], outputs=[self.weights[kind]], show_progress=False, queue=False
             )
             self.weights[kind].release(
-                self._weight_fn(kind), _js=f"(s, x, w) => [s, {selection_js}, w]",
+                self._weight_fn(kind), **js_event(f"(s, x, w) => [s, {selection_js}, w]"),
                 inputs=[state, self._selection, self.weights[kind]], outputs=[state, self.status], show_progress=False,
             )
             self.remove_buttons[kind].click(
-                self._remove_fn(kind), _js=f"(s, x) => [s, {selection_js}]",
+                self._remove_fn(kind), **js_event(f"(s, x) => [s, {selection_js}]"),
                 inputs=[state, self._selection], outputs=[state, self.status], show_progress=False,
             )
             self.clear_buttons[kind].click(
@@ -279,17 +279,21 @@ class FabricPanel:
             )
             self.uploads[kind].upload(
                 self._upload_fn(kind), inputs=[self.uploads[kind], state],
-                outputs=[self.uploads[kind], state, self.status], show_progress=False,
+                outputs=[self.uploads[kind], state, self.status, self.enabled], show_progress=False,
             )
         self.start.release(lambda s, e: gr.update(value=max(s, e)), inputs=[self.start, self.end], outputs=[self.end], show_progress=False)
         self.end.release(lambda s, e: gr.update(value=min(s, e)), inputs=[self.start, self.end], outputs=[self.start], show_progress=False)
-        self.preset_refresh.click(self.refresh_presets, inputs=[self.preset], outputs=[self.preset], show_progress=False)
+        # Presets saved in another browser session (or through the API) are listed when the page
+        # loads, and again whenever the list is opened.
+        self._root.load(self.refresh_presets, outputs=[self.preset], show_progress=False, queue=False)
+        self.preset.focus(self.refresh_presets, outputs=[self.preset], show_progress=False, queue=False)
         self.preset_save.click(
             self.save_preset, inputs=[self.preset, self.liked, self.disliked], outputs=[self.preset, self.status],
             show_progress=False,
         )
         self.preset_load.click(
-            self.load_preset, inputs=[self.preset], outputs=[self.liked, self.disliked, self.status], show_progress=False
+            self.load_preset, inputs=[self.preset], outputs=[self.liked, self.disliked, self.status, self.enabled],
+            show_progress=False,
         )
         self.preset_delete.click(self.delete_preset, inputs=[self.preset], outputs=[self.preset, self.status], show_progress=False)
 
@@ -322,7 +326,9 @@ class FabricPanel:
                     f"info: fabric_generation_info('{self.tabname}')}}, s]"
                 )
                 fn = self._output_fn(kind, with_info=False)
-            button.click(fn, _js=js, inputs=inputs, outputs=[self.states[kind], self.status], show_progress=False)
+            button.click(
+                fn, **js_event(js), inputs=inputs, outputs=[self.states[kind], self.status, self.enabled], show_progress=False
+            )
             buttons.append(button)
         self.like_button, self.dislike_button = buttons
         return buttons[0], buttons[1]
@@ -333,7 +339,9 @@ class FabricPanel:
         def refresh(liked, disliked):
             entries = _entries(liked if kind == "liked" else disliked)
             return (
-                gr.Gallery.update(value=self.gallery_value(entries), label=_gallery_label(kind, len(entries))),
+                gr.update(value=self.gallery_value(entries), label=_gallery_label(kind, len(entries)), visible=bool(entries)),
+                gr.update(visible=not entries),
+                gr.update(visible=bool(entries)),
                 _summary_html(_entries(liked), _entries(disliked)),
             )
         return refresh
@@ -381,7 +389,9 @@ class FabricPanel:
     # -- handlers (public for tests; each returns the values of its event's outputs) --------------
 
     def feedback_from_output(self, kind: str, gallery: Any, selection: Any, state: Any):
-        """👍/👎: add the selected output image to the ``kind`` set.  -> (new state, status html)."""
+        """👍/👎: add the selected output image to the ``kind`` set.
+
+        -> (new state, status html, update of the enabled switch: on when the image was added)."""
         entries = _entries(state)
         selection = selection if isinstance(selection, dict) else {}
         try:
@@ -391,17 +401,19 @@ class FabricPanel:
             image = self._read_item(item, limits, self._output_allowed())
             ident = self._get_store().add(image)
         except (_Refusal, FabricError) as exc:
-            return gr.update(), self._refuse(exc)
+            return gr.update(), self._refuse(exc), gr.update()
         except Exception as exc:  # never let a handler fail silently in the page
             log.exception("FABRIC: adding an output image failed")
-            return gr.update(), self._refuse(f"Could not add the image: {type(exc).__name__}: {exc}")
+            return gr.update(), self._refuse(f"Could not add the image: {type(exc).__name__}: {exc}"), gr.update()
         if any(e["id"] == ident for e in entries):
-            return gr.update(), _message(f"That image is already in the {kind} set ({len(entries)}).", "info")
+            return gr.update(), _message(f"That image is already in the {kind} set ({len(entries)}).", "info"), gr.update()
         entries.append({"id": ident, "weight": 1.0})
-        return entries, _message(f"{_THUMBS[kind]} Added to the {kind} images ({len(entries)}).", "ok")
+        return (entries, *self._added(f"{_THUMBS[kind]} Added to the {kind} images ({len(entries)})."))
 
     def upload(self, kind: str, files: Any, state: Any):
-        """Add uploaded files to the ``kind`` set.  -> (cleared upload box, new state, status html)."""
+        """Add uploaded files to the ``kind`` set.
+
+        -> (cleared upload box, new state, status html, update of the enabled switch)."""
         entries = _entries(state)
         files = [f for f in (files if isinstance(files, list) else [files]) if f is not None]
         added, already, refused = 0, 0, []
@@ -409,9 +421,10 @@ class FabricPanel:
             limits = self._get_limits()
             store = self._get_store()
         except Exception as exc:
-            return None, gr.update(), self._refuse(exc if isinstance(exc, FabricError) else f"The store is not available: {exc}")
+            reason = exc if isinstance(exc, FabricError) else f"The store is not available: {exc}"
+            return None, gr.update(), self._refuse(reason), gr.update()
         for item in files:
-            label = _file_label(item)
+            label = os.path.basename(file_name(item) or "file")[:80]
             try:
                 self._check_room(kind, entries, limits)
                 image = self._read_item(item, limits, self._upload_allowed())
@@ -430,15 +443,17 @@ class FabricPanel:
             added += 1
         parts = []
         if added:
-            parts.append(f"Added {added} image{'s' if added != 1 else ''} to the {kind} set ({len(entries)}).")
+            parts.append(f"Added {_count(added, 'image')} to the {kind} set ({len(entries)}).")
         if already:
             parts.append(f"{already} already in the set.")
         if refused:
             parts.append("Refused: " + "; ".join(refused))
             status = self._refuse(" ".join(parts))
+        elif added:
+            status = self._added(" ".join(parts))[0]
         else:
-            status = _message(" ".join(parts) or "No files.", "ok" if added else "info")
-        return None, (entries if added else gr.update()), status
+            status = _message(" ".join(parts) or "No files.", "info")
+        return None, (entries if added else gr.update()), status, (gr.update(value=True) if added else gr.update())
 
     def remove_selected(self, kind: str, state: Any, selection: Any):
         entries = _entries(state)
@@ -452,7 +467,7 @@ class FabricPanel:
         entries = _entries(state)
         if not entries:
             return gr.update(), _message(f"The {kind} set is already empty.", "info")
-        return [], _message(f"Cleared the {kind} set ({len(entries)} images; they stay in the store).", "ok")
+        return [], _message(f"Cleared the {kind} set ({_count(len(entries), 'image')}; they stay in the store).", "ok")
 
     def set_weight(self, kind: str, state: Any, selection: Any, weight: Any):
         entries = _entries(state)
@@ -468,8 +483,10 @@ class FabricPanel:
         entries[index]["weight"] = weight
         return entries, _message(f"Weight of {kind} image {index + 1}: {weight:g}.", "ok")
 
-    def refresh_presets(self, current=None):
-        return gr.update(choices=self._preset_names(), value=current)
+    def refresh_presets(self):
+        """The preset list as the store has it now; the value is left alone, since the user may
+        have typed a name already by the time the answer arrives."""
+        return gr.update(choices=self._preset_names())
 
     def save_preset(self, name: Any, liked: Any, disliked: Any):
         liked, disliked = _entries(liked), _entries(disliked)
@@ -492,26 +509,30 @@ class FabricPanel:
 
     def load_preset(self, name: Any):
         if not isinstance(name, str) or not name.strip():
-            return gr.update(), gr.update(), self._refuse("Pick a preset to load.")
+            return gr.update(), gr.update(), self._refuse("Pick a preset to load."), gr.update()
         try:
             store = self._get_store()
             preset = store.load_preset(name.strip())
             limit = self._get_limits().max_images_per_set
         except FabricError as exc:
-            return gr.update(), gr.update(), self._refuse(exc)
+            return gr.update(), gr.update(), self._refuse(exc), gr.update()
         sets, notes = {}, []
         for kind in KINDS:
             entries = _entries(preset.get(kind))
             kept = [e for e in entries if store.has(e["id"])]
             if len(kept) < len(entries):
-                notes.append(f"{len(entries) - len(kept)} {kind} image(s) are no longer in the store")
+                notes.append(_gone(len(entries) - len(kept), kind))
             if len(kept) > limit:
                 notes.append(f"only the first {limit} {kind} images were loaded (the limit)")
                 kept = kept[:limit]
             sets[kind] = kept
         text = f"Loaded preset {preset['name']!r}: {len(sets['liked'])} liked, {len(sets['disliked'])} disliked."
-        status = self._refuse(text + " " + "; ".join(notes) + ".") if notes else _message(text, "ok")
-        return sets["liked"], sets["disliked"], status
+        loaded = bool(sets["liked"] or sets["disliked"])
+        if notes:
+            status = self._refuse(text + " " + "; ".join(notes) + ".")
+        else:
+            status = self._added(text)[0] if loaded else _message(text, "ok")
+        return sets["liked"], sets["disliked"], status, (gr.update(value=True) if loaded else gr.update())
 
     def delete_preset(self, name: Any):
         if not isinstance(name, str) or not name.strip():
@@ -549,14 +570,19 @@ class FabricPanel:
             def restore(params):
                 if not _has_fabric_keys(params):
                     return gr.update()
-                entries = _infotext_value(params, kind) or []
-                try:
-                    store = self._get_store()
-                    entries = [e for e in _entries(entries) if store.has(e["id"])]
-                except Exception:
-                    entries = []
-                return gr.update(value=entries)
+                return gr.update(value=self._restored_set(params, kind)[0])
             return restore
+
+        def status(params):
+            # A pasted infotext replaces what the line said about the previous action.
+            if not _has_fabric_keys(params):
+                return gr.update(value="")
+            sets = {kind: self._restored_set(params, kind) for kind in KINDS}
+            text = "Pasted FABRIC settings: " + ", ".join(
+                _count(len(sets[kind][0]), f"{kind} image") for kind in KINDS
+            ) + "."
+            gone = [_gone(sets[kind][1], kind) for kind in KINDS if sets[kind][1]]
+            return gr.update(value=_message(text + (" " + "; ".join(gone) + "." if gone else ""), "error" if gone else "ok"))
 
         def value(name):
             def restore(params):
@@ -567,6 +593,7 @@ class FabricPanel:
         fields = [(self.enabled, enabled), (self.liked, image_set("liked")), (self.disliked, image_set("disliked"))]
         for name in SLIDER_FIELDS:
             fields.append((getattr(self, name), value(name)))
+        fields.append((self.status, status))
         # "Send to img2img/inpaint" under txt2img's gallery copies, component to component, the
         # fields whose key is a name in the scripts' paste_field_names; a callable never matches
         # (modules/infotext_utils.connect_paste_params_buttons). So every control is listed once
@@ -581,6 +608,26 @@ class FabricPanel:
         return [key for _, key in self.infotext_fields if isinstance(key, str) and key.startswith(SEND_TO_PREFIX)]
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _restored_set(self, params: dict, kind: str) -> Tuple[List[dict], int]:
+        """The ``kind`` set named in parsed infotext: the entries the store has, and how many it lacks."""
+        entries = _entries(_infotext_value(params, kind) or [])
+        try:
+            store = self._get_store()
+            kept = [e for e in entries if store.has(e["id"])]
+        except Exception:
+            kept = []
+        return kept, len(entries) - len(kept)
+
+    def _added(self, text: str) -> Tuple[str, dict]:
+        """Status line and switch for images just added to a set: FABRIC goes on, a toast says so."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                gr.Info(f"FABRIC: {text} FABRIC is on.")
+            except Exception:
+                pass
+        return _message(text, "ok"), gr.update(value=True)
 
     def _refuse(self, reason) -> str:
         text = _text(reason)
@@ -622,8 +669,7 @@ class FabricPanel:
 
     def _gradio_dirs(self) -> List[str]:
         dirs = [os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "gradio")]
-        for component in (*self.galleries.values(), *self.uploads.values()):
-            dirs.append(getattr(component, "DEFAULT_TEMP_DIR", None))
+        dirs.extend(gradio_file_dirs([*self.galleries.values(), *self.uploads.values()]))
         try:
             dirs.extend(self._allowed_dirs() or ())
         except Exception:
@@ -647,15 +693,14 @@ class FabricPanel:
 
     def _read_item(self, item: Any, limits, allowed: Callable[[str], bool]) -> Image.Image:
         """A gallery or upload entry as a checked RGB image (FabricInputError / _Refusal otherwise)."""
-        if isinstance(item, (list, tuple)) and item:
-            item = item[0]  # [file, caption]
-        if isinstance(item, str):
-            item = {"data": item} if item.startswith("data:") else {"name": item, "is_file": True}
-        if not isinstance(item, dict):
-            raise _Refusal("That gallery item is not an image.")
-        name, data = item.get("name"), item.get("data")
-        if isinstance(data, str) and data.startswith("data:") and not item.get("is_file"):
-            return decode_image(data, field="image", max_pixels=limits.max_pixels, max_bytes=limits.max_image_bytes)
+        source = image_source(item)
+        if isinstance(source, Image.Image):  # pixels that came from no file (gradio 4, numpy)
+            if source.width * source.height > limits.max_pixels:
+                raise _Refusal(f"The image has {source.width}x{source.height} pixels, over the limit of {limits.max_pixels}.")
+            return to_rgb(source)
+        if "data" in source:
+            return decode_image(source["data"], field="image", max_pixels=limits.max_pixels, max_bytes=limits.max_image_bytes)
+        name = source.get("path")
         if not isinstance(name, str) or not name or "\0" in name:
             raise _Refusal("That gallery item is not an image file.")
         if not allowed(name):
@@ -798,6 +843,22 @@ def _infotext_value(params: Any, name: str):
         return None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _gone(n: int, kind: str) -> str:
+    return f"{_count(n, kind + ' image')} {'is' if n == 1 else 'are'} no longer in the store"
+
+
+def _hint_html(kind: str) -> str:
+    how = "👍" if kind == "liked" else "👎"
+    return (
+        f'<div class="fabric-hint-text"><b>{_TITLES[kind]} images</b>: none yet. {how} under the output '
+        f"gallery adds the image selected there; or drop image files below.</div>"
+    )
+
+
 def _gallery_label(kind: str, count: int) -> str:
     return f"{_TITLES[kind]} images ({count})"
 
@@ -821,13 +882,6 @@ def _text(reason: Any) -> str:
         return reason.message
     return str(reason)
 
-
-def _file_label(item: Any) -> str:
-    if isinstance(item, dict):
-        name = item.get("orig_name") or item.get("name") or "file"
-    else:
-        name = getattr(item, "orig_name", None) or getattr(item, "name", None) or "file"
-    return os.path.basename(str(name))[:80]
 
 
 def _mb(size: int) -> str:

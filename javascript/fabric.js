@@ -5,13 +5,30 @@ function fabric_root() {
     return typeof gradioApp === 'function' ? gradioApp() : document;
 }
 
-// {index: n}: the selected image of a FABRIC gallery (elem_id), -1 when none is selected.
-function fabric_gallery_selection(elemId) {
-    var thumbs = fabric_root().querySelectorAll('#' + elemId + ' .thumbnail-item.thumbnail-small');
-    var index = Array.prototype.findIndex.call(thumbs, function(el) {
+// The selected image's index among a gallery's preview thumbnails (gradio 3.41 and 4.40 alike),
+// -1 when none is selected.
+function fabric_selected_index(gallery) {
+    var thumbs = gallery ? gallery.querySelectorAll('.thumbnail-item.thumbnail-small') : [];
+    return Array.prototype.findIndex.call(thumbs, function(el) {
         return el.classList.contains('selected');
     });
-    return {index: index};
+}
+
+// {index: n}: the selected image of a FABRIC gallery (elem_id), -1 when none is selected.
+function fabric_gallery_selection(elemId) {
+    return {index: fabric_selected_index(fabric_root().querySelector('#' + elemId))};
+}
+
+// Each set's column carries fabric-has-selection while an image of its gallery is selected, so
+// that the weight and ❌ (style.css) show exactly when the handlers find an image to act on.
+function fabric_mark_selections() {
+    var sets = fabric_root().querySelectorAll('.fabric-set');
+    Array.prototype.forEach.call(sets, function(set) {
+        var selected = fabric_selected_index(set.querySelector('.fabric-gallery')) >= 0;
+        if (set.classList.contains('fabric-has-selection') !== selected) {
+            set.classList.toggle('fabric-has-selection', selected);
+        }
+    });
 }
 
 // The index selected in the output gallery of the visible tab (the webui's helper), -1 when none.
@@ -32,3 +49,18 @@ document.addEventListener('keydown', function(event) {
         target.blur();
     }
 }, true);
+
+// Galleries change selection on clicks, keys and new values: re-mark after any change in the page,
+// at most once per frame.
+document.addEventListener('DOMContentLoaded', function() {
+    var pending = false;
+    new MutationObserver(function() {
+        if (!pending) {
+            pending = true;
+            requestAnimationFrame(function() {
+                pending = false;
+                fabric_mark_selections();
+            });
+        }
+    }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['class']});
+});

@@ -141,38 +141,38 @@ def test_style_css_uses_theme_variables():
 def test_like_takes_the_selected_image_never_the_grid(env):
     grid, a, b = env.served(size=(48, 40)), env.served(), env.served()
     info = json.dumps({"index_of_first_image": 1, "infotexts": ["", "", ""]})
-    state, status = _like(env, [grid, a, b], index=2, info=info)
+    state, status, _ = _like(env, [grid, a, b], index=2, info=info)
     assert state == [{"id": image_id(Image.open(b["name"])), "weight": 1.0}]
     assert "Added to the liked images (1)" in status
     assert [e["id"] for e in env.store.list()] == [state[0]["id"]]
 
-    state2, status = _like(env, [grid, a, b], index=0, info=info, state=state)
+    state2, status, _ = _like(env, [grid, a, b], index=0, info=info, state=state)
     assert _unchanged(state2) and "grid" in status and "fabric-msg-error" in status
     assert len(env.store.list()) == 1
 
-    state2, status = _like(env, [grid, a, b], index=-1, info=info, state=state)
+    state2, status, _ = _like(env, [grid, a, b], index=-1, info=info, state=state)
     assert _unchanged(state2) and "Select an image" in status
 
 
 def test_batch_size_one_takes_the_only_image(env):
     item = env.served()
-    state, status = _like(env, [item], index=-1, info=json.dumps({"index_of_first_image": 0}))
+    state, status, _ = _like(env, [item], index=-1, info=json.dumps({"index_of_first_image": 0}))
     assert len(state) == 1 and "Added" in status
     # Without generation info too, and as [item, caption] with the webui's ?mtime suffix.
     other = env.served()
     wrapped = [dict(other, name=other["name"] + "?1700000000.5"), "caption"]
-    state, status = _like(env, [wrapped], index=-1, info="", kind="disliked")
+    state, status, _ = _like(env, [wrapped], index=-1, info="", kind="disliked")
     assert len(state) == 1 and "disliked" in status
 
 
 def test_liking_twice_keeps_one_copy(env):
     item = env.served()
-    state, _ = _like(env, [item], index=0)
-    again, status = _like(env, [item], index=0, state=state)
+    state = _like(env, [item], index=0)[0]
+    again, status, _ = _like(env, [item], index=0, state=state)
     assert _unchanged(again) and "already in the liked set" in status
     # The same picture in another file is the same image.
     copy = env.served(color=Image.open(item["name"]).getpixel((0, 0)))
-    again, status = _like(env, [copy], index=0, state=state)
+    again, status, _ = _like(env, [copy], index=0, state=state)
     assert _unchanged(again)
     assert len(env.store.list()) == 1
 
@@ -194,7 +194,7 @@ def test_gallery_items_outside_gradios_folders_are_never_read(env, tmp_path):
         {"name": str(env.temp) + "/../outside.png", "is_file": True},
     ]
     for item in bad_items:
-        state, status = _like(env, [item], index=0)
+        state, status, _ = _like(env, [item], index=0)
         assert _unchanged(state), item
         assert "not one this page served" in status, (item, status)
     assert env.store.list() == []
@@ -206,10 +206,10 @@ def test_files_the_gallery_produced_are_allowed_where_ever_they_are(env, tmp_pat
     folder.mkdir()
     item = env.served(folder=folder)
     name = item["name"] + "?1700000000.0"
-    state, status = _like(env, [dict(item, name=name)], index=0)
+    state, status, _ = _like(env, [dict(item, name=name)], index=0)
     assert _unchanged(state) and "not one this page served" in status
     env.gallery.temp_files.add(name)
-    state, status = _like(env, [dict(item, name=name)], index=0)
+    state, status, _ = _like(env, [dict(item, name=name)], index=0)
     assert len(state) == 1, status
 
 
@@ -221,7 +221,7 @@ def test_extra_allowed_path_check_and_dirs(env, tmp_path):
         panel = FabricPanel(
             "img2img", get_store=lambda: env.store, get_limits=Limits, allowed_dirs=lambda: [str(folder)],
         )
-    state, _ = panel.feedback_from_output("liked", [item], {"index": 0}, [])
+    state = panel.feedback_from_output("liked", [item], {"index": 0}, [])[0]
     assert len(state) == 1
     item = env.served(folder=tmp_path)
     with gr.Blocks():
@@ -229,39 +229,39 @@ def test_extra_allowed_path_check_and_dirs(env, tmp_path):
             "img2img", get_store=lambda: env.store, get_limits=Limits,
             is_allowed_path=lambda name: name == item["name"],
         )
-    state, _ = panel.feedback_from_output("liked", [item], {"index": 0}, [])
+    state = panel.feedback_from_output("liked", [item], {"index": 0}, [])[0]
     assert len(state) == 1
 
 
 def test_refusals_are_messages_and_lose_nothing(env, tmp_path):
     good = env.served()
-    state, _ = _like(env, [good], index=0)
+    state = _like(env, [good], index=0)[0]
     before = list(state)
 
     not_image = env.temp / "notes.png"
     not_image.write_text("hello")
-    result, status = _like(env, [{"name": str(not_image), "is_file": True}], index=0, state=state)
+    result, status, _ = _like(env, [{"name": str(not_image), "is_file": True}], index=0, state=state)
     assert _unchanged(result) and "not a readable image" in status
 
     env.limits["value"] = Limits(max_pixels=100)
-    result, status = _like(env, [env.served(size=(20, 20))], index=0, state=state)
+    result, status, _ = _like(env, [env.served(size=(20, 20))], index=0, state=state)
     assert _unchanged(result) and "over the limit" in status
 
     env.limits["value"] = Limits(max_image_bytes=64)
-    result, status = _like(env, [env.served(size=(20, 20))], index=0, state=state)
+    result, status, _ = _like(env, [env.served(size=(20, 20))], index=0, state=state)
     assert _unchanged(result) and "over the limit" in status and "MB" in status
 
     env.limits["value"] = Limits(max_images_per_set=1)
-    result, status = _like(env, [env.served()], index=0, state=state)
+    result, status, _ = _like(env, [env.served()], index=0, state=state)
     assert _unchanged(result) and "full" in status
 
     env.limits["value"] = Limits()
-    result, status = _like(env, [], index=0, state=state)
+    result, status, _ = _like(env, [], index=0, state=state)
     assert _unchanged(result) and "empty" in status
 
     gone = env.served()
     os.remove(gone["name"])
-    result, status = _like(env, [gone], index=0, state=state)
+    result, status, _ = _like(env, [gone], index=0, state=state)
     assert _unchanged(result) and "gone" in status
 
     assert state == before and len(env.store.list()) == 1
@@ -274,7 +274,7 @@ def test_store_not_writable_is_a_message(env, tmp_path):
     with gr.Blocks():
         panel = FabricPanel("txt2img", get_store=lambda: broken, get_limits=Limits)
     item = env.served()
-    state, status = panel.feedback_from_output("liked", [item], {"index": 0}, [])
+    state, status, _ = panel.feedback_from_output("liked", [item], {"index": 0}, [])
     assert _unchanged(state) and "fabric-msg-error" in status
     assert "could not write" in status or "not writable" in status
 
@@ -287,9 +287,9 @@ def test_store_not_writable_is_a_message(env, tmp_path):
 
     with gr.Blocks():
         panel = FabricPanel("txt2img", get_store=Failing, get_limits=Limits)
-    state, status = panel.feedback_from_output("liked", [item], {"index": 0}, [{"id": "0" * 16, "weight": 1}])
+    state, status, _ = panel.feedback_from_output("liked", [item], {"index": 0}, [{"id": "0" * 16, "weight": 1}])
     assert _unchanged(state) and "not writable" in status
-    _, state, status = panel.upload("liked", [item], [])
+    _, state, status, _ = panel.upload("liked", [item], [])
     assert _unchanged(state) and "not writable" in status
 
 
@@ -300,9 +300,9 @@ def test_data_url_items_are_decoded_safely(env):
     buffer = io.BytesIO()
     Image.new("RGB", (10, 10), (9, 9, 9)).save(buffer, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    state, _ = _like(env, [{"name": None, "data": url, "is_file": False}], index=0)
+    state = _like(env, [{"name": None, "data": url, "is_file": False}], index=0)[0]
     assert len(state) == 1
-    state, status = _like(env, [{"name": None, "data": "data:text/plain;base64,aGk=", "is_file": False}], index=0)
+    state, status, _ = _like(env, [{"name": None, "data": "data:text/plain;base64,aGk=", "is_file": False}], index=0)
     assert _unchanged(state) and "image" in status
 
 
@@ -316,20 +316,20 @@ def test_upload_adds_what_it_can_and_names_what_it_refused(env, tmp_path):
     outside = env.served(folder=tmp_path)
     files = [dict(a, orig_name="a.png"), dict(b, orig_name="b.png"), {"name": str(junk), "is_file": True,
              "orig_name": "junk.txt"}, dict(outside, orig_name="outside.png")]
-    box, state, status = env.panel.upload("disliked", files, [])
+    box, state, status, _ = env.panel.upload("disliked", files, [])
     assert box is None
     assert len(state) == 2
     assert "Added 2 images to the disliked set (2)" in status
     assert "junk.txt" in status and "outside.png" in status and "fabric-msg-error" in status
     # Again: already there, nothing changes.
-    box, again, status = env.panel.upload("disliked", files[:2], state)
+    box, again, status, _ = env.panel.upload("disliked", files[:2], state)
     assert _unchanged(again) and "2 already in the set" in status
     # The set limit stops an upload part way, with a message.
     env.limits["value"] = Limits(max_images_per_set=3)
-    _, state, status = env.panel.upload("disliked", [env.served(), env.served()], state)
+    _, state, status, _ = env.panel.upload("disliked", [env.served(), env.served()], state)
     assert len(state) == 3 and "Added 1 image" in status and "full" in status
     # A file gradio's own preprocessing would have copied from anywhere is refused.
-    _, again, status = env.panel.upload("liked", [{"name": "/etc/passwd", "is_file": True}], [])
+    _, again, status, _ = env.panel.upload("liked", [{"name": "/etc/passwd", "is_file": True}], [])
     assert _unchanged(again) and "passwd" in status
 
 
@@ -379,9 +379,110 @@ def test_gallery_value_shows_weights_and_missing_images(env):
     assert value[0] == (str(env.store.images_dir / f"{ident}.png"), None)
     assert value[1][1] == "× 2"
     assert isinstance(value[2][0], Image.Image) and value[2][1] is None
-    gallery_update, summary = env.panel._refresh_fn("liked")([{"id": ident, "weight": 1}], [])
+    gallery_update, hint, clear, summary = env.panel._refresh_fn("liked")([{"id": ident, "weight": 1}], [])
     assert gallery_update["label"] == "Liked images (1)" and len(gallery_update["value"]) == 1
+    assert gallery_update["visible"] is True and hint["visible"] is False and clear["visible"] is True
     assert "fabric-count-liked\">1<" in summary and "fabric-count-disliked\">0<" in summary
+
+
+def test_an_empty_set_shows_how_to_fill_it_instead_of_a_gallery(env):
+    p = env.panel
+    for kind, thumb in (("liked", "👍"), ("disliked", "👎")):
+        # As built: the set is empty.
+        assert p.galleries[kind].visible is False and p.clear_buttons[kind].visible is False
+        hint = p.hints[kind].value
+        assert p.hints[kind].visible is not False and thumb in hint and "under the output gallery" in hint
+        assert "drop image files" in hint
+        gallery, hint, clear, _ = p._refresh_fn(kind)([], [])
+        assert gallery["visible"] is False and gallery["label"] == f"{kind.title()} images (0)"
+        assert hint["visible"] is True and clear["visible"] is False
+    # The weight and ❌ are marked for fabric.js/style.css, which show them only with a selection.
+    assert all("fabric-weight" in w.elem_classes and w.label == "Weight of the selected image" for w in p.weights.values())
+    assert all("fabric-remove" in b.elem_classes for b in p.remove_buttons.values())
+    css = (ROOT / "style.css").read_text()
+    assert ".fabric-set:not(.fabric-has-selection) .fabric-weight" in css
+    assert ".fabric-set:not(.fabric-has-selection) .fabric-remove" in css
+    assert "fabric-has-selection" in (ROOT / "javascript" / "fabric.js").read_text()
+    # The upload boxes have no label to lie over their drop text.
+    assert all(u.show_label is False for u in p.uploads.values())
+
+
+def _dependency(env, trigger, block=None):
+    """The one event ``trigger`` of ``block`` (None: of the page, e.g. "load") in gradio 3.41's config."""
+    found = [d for d in env.demo.config["dependencies"]
+             if d["trigger"] == trigger and (d["targets"] == [] if block is None else block._id in d["targets"])]
+    assert len(found) == 1, (trigger, block)
+    return found[0]
+
+
+def test_adding_feedback_switches_fabric_on_and_says_so(env, monkeypatch):
+    toasts = []
+    monkeypatch.setattr(gr, "Info", lambda message, *a, **k: toasts.append(message))
+    p = env.panel
+    # Every way images enter a set has the switch among its outputs.
+    for block, trigger in ((env.buttons[0], "click"), (env.buttons[1], "click"), (p.uploads["liked"], "upload"),
+                           (p.uploads["disliked"], "upload"), (p.preset_load, "click")):
+        assert p.enabled._id in _dependency(env, trigger, block)["outputs"]
+
+    item = env.served()
+    state, status, enabled = _like(env, [item], index=0)
+    assert len(state) == 1 and _value(enabled) is True
+    assert toasts == ["FABRIC: 👍 Added to the liked images (1). FABRIC is on."]
+    # Nothing added: the switch is left as it is, no toast.
+    _, status, enabled = _like(env, [item], index=0, state=state)
+    assert "already" in status and _unchanged(enabled)
+    _, status, enabled = _like(env, [], index=0)
+    assert _unchanged(enabled) and len(toasts) == 1
+
+    _, state, status, enabled = p.upload("disliked", [env.served()], [])
+    assert len(state) == 1 and _value(enabled) is True and "FABRIC is on" in toasts[-1]
+    _, _, status, enabled = p.upload("disliked", [{"name": "/etc/passwd", "is_file": True}], [])
+    assert _unchanged(enabled)
+
+    a = env.store.add(Image.new("RGB", (8, 8), (5, 5, 5)))
+    p.save_preset("one", [{"id": a, "weight": 1.0}], [])
+    *_, enabled = p.load_preset("one")
+    assert _value(enabled) is True and "Loaded preset 'one'" in toasts[-1]
+    *_, enabled = p.load_preset("none such")
+    assert _unchanged(enabled)
+
+
+def test_counts_read_singular_and_plural(env):
+    one = [{"id": "0" * 16, "weight": 1.0}]
+    two = one + [{"id": "1" * 16, "weight": 1.0}]
+    assert "(1 image;" in env.panel.clear("liked", one)[1]
+    assert "(2 images;" in env.panel.clear("liked", two)[1]
+    _, _, status, _ = env.panel.upload("liked", [env.served()], [])
+    assert "Added 1 image to" in status
+    a = env.store.add(Image.new("RGB", (8, 8), (1, 1, 1)))
+    b = env.store.add(Image.new("RGB", (8, 8), (2, 2, 2)))
+    env.panel.save_preset("p", [{"id": a}], [{"id": b}])
+    env.store.delete(b)
+    assert "1 disliked image is no longer in the store" in env.panel.load_preset("p")[2]
+
+
+def test_pasting_an_infotext_replaces_the_status_line(env):
+    a = env.store.add(Image.new("RGB", (8, 8), (1, 1, 1)))
+    b = env.store.add(Image.new("RGB", (8, 8), (2, 2, 2)))
+    params = settings_to_infotext(FabricSettings(
+        enabled=True, liked=(FeedbackImage(a),), disliked=(FeedbackImage(a), FeedbackImage(b)),
+    ))
+    status = _value(_restore(env, params)[env.panel.status])
+    assert "Pasted FABRIC settings: 1 liked image, 2 disliked images." in status and "fabric-msg-ok" in status
+    env.store.delete(b)
+    status = _value(_restore(env, params)[env.panel.status])
+    assert "1 liked image, 1 disliked image." in status
+    assert "1 disliked image is no longer in the store" in status and "fabric-msg-error" in status
+    assert _value(_restore(env, {"Steps": "20"})[env.panel.status]) == ""
+
+
+def test_presets_are_listed_again_on_page_load_and_when_the_list_opens(env):
+    # Another session (or the API) saves a preset after this page was built.
+    env.store.save_preset("from elsewhere", [{"id": env.store.add(Image.new("RGB", (8, 8), (3, 3, 3)))}], [])
+    for dep in (_dependency(env, "focus", env.panel.preset), _dependency(env, "load")):
+        assert dep["outputs"] == [env.panel.preset._id] and dep["queue"] is False
+        fn = env.demo.fns[env.demo.config["dependencies"].index(dep)].fn
+        assert fn() == {"__type__": "generic_update", "choices": ["from elsewhere"]}  # no value: typing goes on
 
 
 # -- presets ---------------------------------------------------------------------------------------------
@@ -402,18 +503,18 @@ def test_presets_save_load_delete(env):
     assert "Replaced" in status
     env.panel.save_preset("round 1", liked, disliked)
 
-    got_liked, got_disliked, status = env.panel.load_preset("round 1")
+    got_liked, got_disliked, status, _ = env.panel.load_preset("round 1")
     assert got_liked == liked and got_disliked == disliked and "Loaded" in status
 
     # An image deleted from the store is dropped on load, with a message.
     env.store.delete(b)
-    got_liked, got_disliked, status = env.panel.load_preset("round 1")
+    got_liked, got_disliked, status, _ = env.panel.load_preset("round 1")
     assert got_liked == liked and got_disliked == [] and "no longer in the store" in status
 
-    got_liked, got_disliked, status = env.panel.load_preset("nope")
+    got_liked, got_disliked, status, _ = env.panel.load_preset("nope")
     assert _unchanged(got_liked) and _unchanged(got_disliked) and "nope" in status
 
-    assert env.panel.refresh_presets("round 1")["choices"] == ["round 1"]
+    assert env.panel.refresh_presets()["choices"] == ["round 1"]
     update, status = env.panel.delete_preset("round 1")
     assert update["choices"] == [] and update["value"] is None and "Deleted" in status
     update, status = env.panel.delete_preset("round 1")
@@ -436,7 +537,7 @@ def test_infotext_restores_every_setting(env):
     )
     params = {"Steps": "20", **settings_to_infotext(settings)}
     p = env.panel
-    assert [c for c, key in p.infotext_fields if callable(key)] == p.controls
+    assert [c for c, key in p.infotext_fields if callable(key)] == [*p.controls, p.status]
     restored = _restore(env, params)
     assert _unchanged(restored[p.enabled])  # restore_enabled is off: the state is left as it is
     assert _value(restored[p.liked]) == [{"id": a, "weight": 1.5}]  # the unknown id is dropped
@@ -451,6 +552,7 @@ def test_infotext_restores_every_setting(env):
     plain = _restore(env, {"Steps": "20"})
     assert _value(plain[p.enabled]) is False
     assert all(_unchanged(plain[c]) for c in p.controls[1:])
+    assert _value(plain[p.status]) == ""  # the previous action's message goes
     env.enabled["value"] = False
     assert _unchanged(_restore(env, {"Steps": "20"})[p.enabled])
 
@@ -500,7 +602,7 @@ def test_buttons_with_a_generation_info_component(tmp_path, monkeypatch):
         items.append({"name": str(path), "is_file": True})
     from_output = panel._output_fn("disliked", with_info=True)
     text = json.dumps({"index_of_first_image": 1})
-    state, status = from_output(items, {"index": 0}, text, [])
+    state, status, _ = from_output(items, {"index": 0}, text, [])
     assert "grid" in status
-    state, status = from_output(items, {"index": 1}, text, [])
+    state, status, _ = from_output(items, {"index": 1}, text, [])
     assert len(state) == 1 and "disliked" in status

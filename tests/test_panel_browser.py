@@ -68,7 +68,7 @@ def browser():
 class Session:
     """One browser context on the test page, with the panel's actions."""
 
-    def __init__(self, browser, server, *, dark=False):
+    def __init__(self, browser, server, *, dark=False, open_panel=True):
         self.server = server
         self.context = browser.new_context(viewport={"width": 1360, "height": 1000}, device_scale_factor=1)
         self.context.set_default_timeout(TIMEOUT_MS)
@@ -77,8 +77,12 @@ class Session:
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.goto(server.url + ("?__theme=dark" if dark else ""))
         self.page.wait_for_selector("#fabric_txt2img .label-wrap")
-        self.page.click("#fabric_txt2img .label-wrap")  # open the accordion
-        self.page.wait_for_selector("#fabric_liked_txt2img", state="visible")
+        if open_panel:
+            self.open_panel()
+
+    def open_panel(self):
+        self.page.click("#fabric_txt2img .label-wrap")
+        self.page.wait_for_selector("#fabric_strength_txt2img", state="visible")
 
     def close(self):
         self.context.close()
@@ -183,12 +187,25 @@ class Session:
         return self.act(do)
 
     def wait_count(self, kind, count):
+        """The set shows ``count`` images: its gallery with that label, or its hint when empty."""
+        gallery, hint = f"#fabric_{kind}_txt2img", f"#fabric_{kind}_hint_txt2img"
+        if count == 0:
+            self.page.wait_for_selector(hint, state="visible")
+            self.page.wait_for_selector(gallery, state="hidden")
+            return
         title = "Liked" if kind == "liked" else "Disliked"
         self.page.wait_for_function(
             "([sel, text]) => document.querySelector(sel).innerText.includes(text)",
-            arg=[f"#fabric_{kind}_txt2img", f"{title} images ({count})"],
+            arg=[gallery, f"{title} images ({count})"],
         )
-        self.page.wait_for_function(f"{self.THUMBNAILS(f'#fabric_{kind}_txt2img')}.length === {count}")
+        self.page.wait_for_function(f"{self.THUMBNAILS(gallery)}.length === {count}")
+        assert self.page.is_hidden(hint)
+
+    def visible(self, selector):
+        return self.page.locator(selector).is_visible()
+
+    def toasts(self):
+        return [t.strip() for t in self.page.locator(".toast-body .toast-text").all_inner_texts()]
 
     def args(self):
         """The panel's control values, as the webui would pass them to the script."""
@@ -286,10 +303,12 @@ def test_like_dislike_upload_weight_presets(server, browser):
         assert "Added 1 image to the liked set (3)" in s.drop("liked", _png(files, "drop.png", (240, 200, 0)))
         s.wait_count("liked", 3)
 
-        # Remove the selected image; nothing selected is a message.
-        assert "Select an image in the disliked gallery" in s.click("fabric_disliked_remove_txt2img")
+        # Remove the selected image: ❌ and the weight show only while an image of the set is selected.
+        assert not s.visible("#fabric_disliked_remove_txt2img") and not s.visible("#fabric_disliked_weight_txt2img")
         before = s.ids("disliked")
         s.select_feedback("disliked", 1)
+        s.page.wait_for_selector("#fabric_disliked_remove_txt2img", state="visible")
+        assert s.visible("#fabric_disliked_weight_txt2img") and not s.visible("#fabric_liked_weight_txt2img")
         assert "Removed it from the disliked set (3 left)" in s.click("fabric_disliked_remove_txt2img")
         s.wait_count("disliked", 3)
         assert s.ids("disliked") == before[:1] + before[2:]
@@ -345,6 +364,12 @@ def test_like_dislike_upload_weight_presets(server, browser):
         restored = other.args()
         assert restored["enabled"] is True
         assert restored["liked"] == loaded["liked"] and restored["disliked"] == loaded["disliked"]
+        # The status line tells what the paste did, not what the previous action did.
+        assert "Pasted FABRIC settings: 3 liked images, 3 disliked images." == other.status()
+        assert "Cleared" in other.click("fabric_liked_clear_txt2img")
+        other.page.fill("#test_paste_text textarea", "a prompt\nSteps: 20")
+        other.page.click("#test_paste")
+        other.page.wait_for_selector(other.MESSAGE, state="detached")
     finally:
         other.close()
 
@@ -390,4 +415,98 @@ def test_dark_theme_screenshot(server, browser):
         _docs_copy(s.screenshot("panel-dark.png", clean=True), "panel-dark.png")
         assert s.errors == []
     finally:
+        s.close()
+
+
+def test_feedback_with_the_panel_closed_switches_fabric_on_and_shows_a_toast(server, browser):
+    s = Session(browser, server, open_panel=False)
+    try:
+        assert s.page.is_checked("#fabric_txt2img-checkbox input") is False
+        s.generate(1)
+        s.close_output_preview()
+        s.page.mouse.wheel(0, 2000)  # wherever the page is scrolled
+        assert "Added to the liked images (1)" in s.like()
+        toast = s.page.locator(".toast-body", has_text="FABRIC: 👍 Added to the liked images (1). FABRIC is on.")
+        toast.wait_for(state="visible")
+        box, viewport = toast.bounding_box(), s.page.viewport_size
+        assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"]
+        assert s.page.is_checked("#fabric_txt2img-checkbox input") is True
+        assert s.args()["enabled"] is True
+        # A refusal changes nothing: no new "on" toast, the switch stays as the user sets it.
+        s.open_panel()
+        s.page.uncheck("#fabric_txt2img-checkbox input")
+        assert "already in the liked set" in s.like()
+        assert s.page.is_checked("#fabric_txt2img-checkbox input") is False
+        assert s.errors == []
+    finally:
+        s.close()
+
+
+def test_sets_are_compact_and_say_how_to_fill_them(server, browser):
+    s = Session(browser, server)
+    try:
+        # Empty: a hint instead of a gallery, and no tools without an image to act on.
+        for kind, thumb in (("liked", "👍"), ("disliked", "👎")):
+            hint = s.page.inner_text(f"#fabric_{kind}_hint_txt2img")
+            assert thumb in hint and "under the output gallery" in hint and "drop image files" in hint
+            assert s.page.is_hidden(f"#fabric_{kind}_txt2img")
+            for tool in ("weight", "remove", "clear"):
+                assert not s.visible(f"#fabric_{kind}_{tool}_txt2img"), (kind, tool)
+        # The drop box has no label lying over its text, and it is low.
+        upload = s.page.locator("#fabric_liked_upload_txt2img")
+        assert not upload.locator("[data-testid=block-label]").is_visible()
+        assert upload.bounding_box()["height"] <= 90
+
+        s.generate(3)
+        for index in (1, 2):
+            s.select_output(index)
+            s.like()
+        s.wait_count("liked", 2)
+        s.wait_count("disliked", 0)
+        assert s.visible("#fabric_liked_clear_txt2img") and not s.visible("#fabric_liked_weight_txt2img")
+        # The label sits above the first thumbnail, not on it; two small thumbnails take one low row.
+        label = s.page.locator("#fabric_liked_txt2img [data-testid=block-label]").bounding_box()
+        thumbs = s.page.locator("#fabric_liked_txt2img .thumbnail-item").all()
+        first = thumbs[0].bounding_box()
+        assert label["y"] + label["height"] <= first["y"] + 0.5, (label, first)
+        assert thumbs[1].bounding_box()["y"] == first["y"] and first["height"] <= 72
+        assert s.page.locator("#fabric_liked_txt2img").bounding_box()["height"] <= 140
+        # Selecting shows the weight with that image's value; ❌ removes it; the tools hide again.
+        s.select_feedback("liked", 1, weight=1)
+        assert s.visible("#fabric_liked_weight_txt2img") and s.visible("#fabric_liked_remove_txt2img")
+        s.screenshot("panel-compact.png")
+        assert "Removed it from the liked set (1 left)" in s.click("fabric_liked_remove_txt2img")
+        s.wait_count("liked", 1)
+        s.page.wait_for_selector("#fabric_liked_weight_txt2img", state="hidden")
+        assert s.errors == []
+    finally:
+        s.close()
+
+
+def test_presets_saved_elsewhere_appear_on_page_load_and_when_the_list_opens(server, browser):
+    ident = server.store.add(Image.new("RGB", (16, 16), (9, 99, 199)))
+    server.store.save_preset("saved before", [{"id": ident}], [])  # after the page was built
+    s = Session(browser, server)
+    try:
+        options = "#fabric_preset_txt2img ul.options li"
+        s.page.click("#fabric_preset_txt2img input")
+        s.page.locator(options, has_text="saved before").wait_for(state="visible")
+        s.page.keyboard.press("Escape")
+        s.page.click("#fabric_strength_txt2img")  # the list closes
+        server.store.save_preset("saved meanwhile", [], [{"id": ident}])
+        # Opening the list asks the store again: the new preset is there the next time it opens.
+        with s.page.expect_response(lambda r: r.url.endswith("/run/predict")):
+            s.page.click("#fabric_preset_txt2img input")
+        s.page.keyboard.press("Escape")
+        s.page.click("#fabric_strength_txt2img")
+        s.page.click("#fabric_preset_txt2img input")
+        option = s.page.locator(options, has_text="saved meanwhile")
+        option.wait_for(state="visible")
+        option.click()
+        assert "Loaded preset 'saved meanwhile': 0 liked, 1 disliked." in s.click("fabric_preset_load_txt2img")
+        s.wait_count("disliked", 1)
+        assert s.errors == []
+    finally:
+        for name in ("saved before", "saved meanwhile"):
+            server.store.delete_preset(name)
         s.close()
