@@ -328,7 +328,6 @@ def _with_foreign_forward(unet, name):
 
 
 FALLBACKS = {
-    "more reference rows than reference_batch": lambda unet: ({"liked": LIKED_REFS, "reference_batch": 2}, {}, None),
     "a longer context than the empty prompt's": lambda unet: ({}, {"context_tokens": 10}, None),
     "an input without a reference counterpart": lambda unet: ({}, {"extra": True}, None),
     "the UNet wrapped by another extension": lambda unet: ({}, {}, _with_foreign_forward(unet, "")),
@@ -358,6 +357,18 @@ def test_separate_reference_passes_where_fusing_is_not_safe(unet, case):
     finally:
         if undo is not None:
             undo()
+
+
+def test_on_the_cpu_more_references_than_reference_batch_still_ride_in_the_call(unet):
+    """reference_batch bounds the rows of a call where memory is short; on the CPU one call is
+    cheaper than several, whatever the count. Off the CPU the bound holds."""
+    x, t, ctx = cfg_inputs()
+    fab = make_fabric(unet, LIKED_REFS, DISLIKED_REFS, reference_batch=1)
+    fused = run(unet, x, t, ctx, fab)
+    assert fab.fused_calls == 1 and fab.reference_calls == 0
+    separate = run(unet, x, t, ctx, make_fabric(unet, LIKED_REFS, DISLIKED_REFS, fuse_reference_rows=False))
+    torch.testing.assert_close(fused, separate, rtol=1e-4, atol=1e-4)
+    assert fab._fused_row_limit(torch.device("cuda")) == 1 and fab._fused_row_limit(torch.device("mps")) == 1
 
 
 def test_a_forward_left_behind_as_the_class_method_still_fuses(unet):
@@ -438,8 +449,8 @@ def test_reference_pass_stops_after_the_last_attn1(unet):
 def test_reference_batches_give_the_same_states(unet):
     x, t, ctx = cfg_inputs()
     refs = [reference(f"r{i}", i) for i in range(5)]
-    a = run(unet, x, t, ctx, make_fabric(unet, refs, reference_batch=5))
-    fab = make_fabric(unet, refs, reference_batch=2)
+    a = run(unet, x, t, ctx, make_fabric(unet, refs, reference_batch=5, fuse_reference_rows=False))
+    fab = make_fabric(unet, refs, reference_batch=2, fuse_reference_rows=False)
     b = run(unet, x, t, ctx, fab)
     assert fab.reference_passes == 3 + 0  # only the liked set has references
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
