@@ -60,7 +60,10 @@ def test_batch_image_equals_its_seed_alone(webui, reference_rows):
         payload["override_settings"] = {"fabric_reference_rows": reference_rows}
         batch = images(webui.generate({"batch_size": 2, **payload}))
         alone = images(webui.generate({"seed": 1235, **payload}))
-        return np.abs(np.frombuffer(batch[1], np.uint8).astype(int) - np.frombuffer(alone[0], np.uint8)).max()
+        delta = np.abs(np.frombuffer(batch[1], np.uint8).astype(int) - np.frombuffer(alone[0], np.uint8))
+        print(f"{reference_rows}, {'FABRIC' if named else 'vanilla'}: batch image 1 vs seed 1235 alone, "
+              f"mean abs difference {delta.mean():.4f}, max {delta.max()} (0-255 pixels)")
+        return delta.max()
 
     vanilla, with_feedback = difference(False), difference(True)
     slack = 2 if reference_rows == "In separate UNet calls" else 8
