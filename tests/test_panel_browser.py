@@ -3,8 +3,8 @@
 The page (tests/panel_page.py) hosts the panel beside an output gallery with the webui's element
 ids and stand-ins for the webui's JS helpers.  One gradio server and one browser serve the module;
 every test opens its own browser context, i.e. its own gradio session.  Screenshots go to
-tests/artifacts/ (git-ignored); set FABRIC_DOCS_SCREENSHOTS=1 to also write docs/panel.png and
-docs/panel-dark.png.
+tests/artifacts/ (git-ignored); the README's pictures come from the real webui
+(tests/e2e/test_e2e_browser.py).
 """
 
 import json
@@ -242,12 +242,6 @@ def _png(folder, name, color, size=(48, 40)):
     return path
 
 
-def _docs_copy(path, name):
-    if os.environ.get("FABRIC_DOCS_SCREENSHOTS"):
-        (ROOT / "docs").mkdir(exist_ok=True)
-        (ROOT / "docs" / name).write_bytes(Path(path).read_bytes())
-
-
 def test_like_dislike_upload_weight_presets(server, browser):
     s = Session(browser, server)
     try:
@@ -340,7 +334,7 @@ def test_like_dislike_upload_weight_presets(server, browser):
         loaded = s.args()
         assert loaded["liked"] == args["liked"] and loaded["disliked"] == args["disliked"]
         s.page.wait_for_function("document.querySelector('#fabric_liked_txt2img').innerText.includes('× 1.5')")
-        _docs_copy(s.screenshot("panel.png", clean=True), "panel.png")
+        s.screenshot("panel.png", clean=True)
         assert "Deleted preset 'round one'" in s.click("fabric_preset_delete_txt2img")
         assert store.list_presets() == []
         assert "Pick a preset to load" in s.click("fabric_preset_load_txt2img")
@@ -412,7 +406,7 @@ def test_dark_theme_screenshot(server, browser):
         s.wait_count("disliked", 1)
         s.select_feedback("liked", 0, weight=1)
         s.set_weight("liked", 0.75)
-        _docs_copy(s.screenshot("panel-dark.png", clean=True), "panel-dark.png")
+        s.screenshot("panel-dark.png", clean=True)
         assert s.errors == []
     finally:
         s.close()
