@@ -7,7 +7,9 @@ the waits are long.  Screenshots of each stage go to tests/artifacts/e2e/ (git-i
 The store is the webui's own: ids are checked against GET /fabric/v1/images, and against the id
 computed from the pixels of the file the output gallery shows (fabric.images.image_id), so the
 image that was liked is the one that was on screen.  Set FABRIC_DOCS_SCREENSHOTS=1 to also write
-docs/webui-panel.png (the panel with a liked and a disliked image beside the output gallery).
+the README's pictures, docs/webui-light.png and docs/webui-dark.png: txt2img with the FABRIC
+accordion open (a liked and a disliked image) beside an output made with them, its 👍/👎 buttons
+and its infotext, in the webui's light and dark theme.
 """
 
 import io
@@ -45,14 +47,14 @@ def browser():
 class WebuiPage:
     """One browser context (one gradio session) on the webui, with the actions of the test."""
 
-    def __init__(self, browser):
+    def __init__(self, browser, theme=None):
         self.context = browser.new_context(viewport={"width": 1600, "height": 1200}, device_scale_factor=1)
         self.context.set_default_timeout(TIMEOUT_MS)
         self.page = self.context.new_page()
         self.errors = []  # uncaught exceptions in the page: "stage: message" (stack on stderr)
         self.stage = "load"
         self.page.on("pageerror", self._on_error)
-        self.page.goto(URL + "/", timeout=PAGE_LOAD_MS)
+        self.page.goto(URL + "/" + (f"?__theme={theme}" if theme else ""), timeout=PAGE_LOAD_MS)
         # The webui's inputAccordion.js adds the visible checkbox once the UI is loaded.
         self.page.wait_for_selector("#fabric_txt2img-visible-checkbox", state="attached", timeout=PAGE_LOAD_MS)
         self.page.wait_for_selector("#fabric_like_button_txt2img", state="visible")
@@ -203,16 +205,38 @@ class WebuiPage:
         return self.text("#fabric_status_txt2img .fabric-msg").strip()
 
     def wait_count(self, kind, count, tab="txt2img"):
-        """The accordion header's count, the gallery's label and its thumbnails all say ``count``."""
+        """The accordion header's count, the gallery's label and its thumbnails all say ``count``
+        (an empty set hides its gallery and shows its hint)."""
         title = "Liked" if kind == "liked" else "Disliked"
         self.page.wait_for_function(
             "([tab, kind, title, n]) => {"
             " const c = document.querySelector(`#fabric_summary_${tab} .fabric-count-${kind}`);"
             " const g = document.querySelector(`#fabric_${kind}_${tab}`);"
+            " const hint = document.querySelector(`#fabric_${kind}_hint_${tab}`);"
             " return c && c.textContent.trim() === String(n) && g.textContent.includes(`${title} images (${n})`)"
-            "  && g.querySelectorAll('.thumbnail-item').length === n; }",
+            "  && g.querySelectorAll('.thumbnail-item').length === n"
+            "  && g.classList.contains('hidden') === (n === 0) && hint.classList.contains('hidden') === (n > 0); }",
             arg=[tab, kind, title, count],
         )
+
+    def wait_fabric_on(self, tab="txt2img"):
+        """FABRIC is on, and the webui's InputAccordion, which follows the switch, is open."""
+        self.page.wait_for_function(
+            "(tab) => document.querySelector(`#fabric_${tab}-checkbox input`).checked"
+            " && document.querySelector(`#fabric_${tab}`).classList.contains('input-accordion-open')",
+            arg=tab,
+        )
+        assert self.checked(f"#fabric_{tab}-visible-checkbox") is True
+
+    def wait_toast(self, text):
+        """A gradio toast with ``text``, on screen wherever the page is scrolled."""
+        toast = self.page.locator(".toast-body", has_text=text)
+        toast.wait_for(state="visible")
+        box, viewport = toast.bounding_box(), self.page.viewport_size
+        assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
+
+    def status(self, tab="txt2img"):
+        return (self.text(f"#fabric_status_{tab} .fabric-msg") or "").strip()
 
     def screenshot(self, name, selector=None):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -223,17 +247,23 @@ class WebuiPage:
             self.page.locator(selector).screenshot(path=str(path))
         return path
 
-    def screenshot_panel(self, name):
-        """The output gallery and the FABRIC accordion of txt2img, side by side (for the README)."""
+    def screenshot_panel(self, name, docs_name=None):
+        """txt2img from its prompt to the end of the FABRIC accordion: the accordion beside the
+        output gallery, its buttons and infotext.  ``docs_name``: also the README's picture of that
+        name in docs/ when FABRIC_DOCS_SCREENSHOTS is set."""
+        self.js("() => document.activeElement && document.activeElement.blur()")
+        self.page.mouse.move(0, 0)  # no hover or focus ring in the picture
         box = self.js(
             "() => { const r = s => document.querySelector(s).getBoundingClientRect();"
-            " const tab = r('#tab_txt2img'), gallery = r('#txt2img_gallery'), panel = r('#fabric_txt2img');"
-            " const top = Math.min(gallery.top, panel.top) - 12, bottom = Math.max(gallery.bottom, panel.bottom) + 12;"
+            " const tab = r('#tab_txt2img'), top = r('#txt2img_toprow').top - 8;"
+            " const bottom = Math.max(r('#fabric_txt2img').bottom, r('#html_info_txt2img').bottom) + 12;"
             " return {x: tab.left, y: top + window.scrollY, width: tab.width, height: bottom - top}; }"
         )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name
         self.page.screenshot(path=str(path), full_page=True, clip=box)
+        if docs_name and os.environ.get("FABRIC_DOCS_SCREENSHOTS"):
+            (ROOT / "docs" / docs_name).write_bytes(path.read_bytes())
         return path
 
 
@@ -266,11 +296,15 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert "FABRIC liked" not in info["infotexts"][0]  # off by default
     p.screenshot("01-generated.png")
 
-    # 2. 👍 takes the only image; liking it again keeps one copy.
+    # 2. 👍 takes the only image and switches FABRIC on, which opens its accordion; a toast says
+    #    so; liking it again keeps one copy.
     p.stage = "like"
     liked_id = p.output_id(0)
+    p.wait_count("liked", 0)
     message = p.click_for_message("#fabric_like_button_txt2img")
     assert "Added to the liked images (1)" in message, message
+    p.wait_toast("FABRIC: 👍 Added to the liked images (1). FABRIC is on.")
+    p.wait_fabric_on()
     p.wait_count("liked", 1)
     p.wait_count("disliked", 0)
     store = stored_ids(webui)
@@ -300,12 +334,19 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert disliked_id in stored_ids(webui)
     p.screenshot("03-disliked.png")
 
-    # 4. Open the FABRIC accordion: that is what turns FABRIC on (the webui's InputAccordion).
-    p.stage = "open the accordion"
-    p.page.click("#fabric_txt2img > .label-wrap")
-    p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
-    assert p.checked("#fabric_txt2img-visible-checkbox") is True
+    # 4. The accordion is open and FABRIC on since the 👍; the weight shows with a selection only.
+    p.stage = "the open accordion"
+    p.wait_fabric_on()
     p.page.wait_for_selector("#fabric_liked_txt2img", state="visible")
+    assert not p.page.is_visible("#fabric_liked_weight_txt2img") and p.page.is_visible("#fabric_liked_clear_txt2img")
+    # The gallery's label lies above its first thumbnail, not on it.
+    thumb = p.page.locator("#fabric_liked_txt2img .thumbnail-item").first
+    label = p.page.locator("#fabric_liked_txt2img [data-testid=block-label]").bounding_box()
+    assert label["y"] + label["height"] <= thumb.bounding_box()["y"] + 0.5, (label, thumb.bounding_box())
+    thumb.click()
+    p.page.wait_for_selector("#fabric_liked_weight_txt2img", state="visible")
+    p.page.locator("#fabric_liked_txt2img .preview button:is([aria-label='Clear'], [aria-label='Close'])").click()
+    p.page.wait_for_selector("#fabric_liked_weight_txt2img", state="hidden")
     assert "Liked images (1)" in p.page.inner_text("#fabric_liked_txt2img")
     assert "Disliked images (1)" in p.page.inner_text("#fabric_disliked_txt2img")
     p.page.locator("#fabric_txt2img").scroll_into_view_if_needed()
@@ -330,9 +371,7 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert p.output_id(0) != liked_id
     p.screenshot("05-generated-with-fabric.png")
     p.screenshot("05-generated-with-fabric-tab.png", "#tab_txt2img")
-    panel_shot = p.screenshot_panel("05-panel.png")
-    if os.environ.get("FABRIC_DOCS_SCREENSHOTS"):
-        (ROOT / "docs" / "webui-panel.png").write_bytes(panel_shot.read_bytes())
+    p.screenshot_panel("05-panel.png", "webui-light.png")
 
     # The img2img tab's FABRIC has its own sets and switch.
     assert p.text("#fabric_summary_img2img .fabric-count-liked").strip() == "0"
@@ -356,8 +395,8 @@ def test_img2img_tab_has_its_own_fabric_accordion(page):
     p.page.click("#fabric_img2img > .label-wrap")
     p.page.wait_for_function("document.querySelector('#fabric_img2img-checkbox input').checked === true")
     assert p.checked("#fabric_txt2img-checkbox input") is False  # opening it there leaves txt2img off
-    p.page.wait_for_selector("#fabric_liked_img2img", state="visible")
-    assert "Liked images (0)" in p.page.inner_text("#fabric_liked_img2img")
+    p.page.wait_for_selector("#fabric_liked_hint_img2img", state="visible")
+    p.wait_count("liked", 0, tab="img2img")
     p.page.locator("#fabric_img2img").scroll_into_view_if_needed()
     p.screenshot("06-img2img.png")
     assert p.fabric_errors() == []
@@ -375,8 +414,7 @@ def test_send_to_img2img_paste_and_png_info_restore_fabric(page, webui, tmp_path
     liked_id = p.output_id(0)
     p.click_for_message("#fabric_like_button_txt2img")
     p.wait_count("liked", 1)
-    p.page.click("#fabric_txt2img > .label-wrap")
-    p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
+    p.wait_fabric_on()  # the 👍 did it
     p.set_slider("fabric_strength_txt2img", 0.55)
     p.stage = "generate with FABRIC"
     info = p.generate(1)
@@ -399,21 +437,24 @@ def test_send_to_img2img_paste_and_png_info_restore_fabric(page, webui, tmp_path
     p.page.wait_for_function("() => document.querySelector('#fabric_strength_img2img input[type=number]').value === '0.55'")
     p.screenshot("07-sent-to-img2img.png", "#tab_img2img")
 
-    # 2. ↙ in txt2img: an infotext in the prompt box restores the sets and sliders.
+    # 2. ↙ in txt2img: an infotext in the prompt box restores the sets and sliders, and the
+    #    status line says so instead of repeating the previous action's message.
     p.stage = "paste"
+    pasted = "Pasted FABRIC settings: 1 liked image, 0 disliked images."
     p.page.click("#tabs > .tab-nav button:has-text('txt2img')")
     p.page.wait_for_selector("#tab_txt2img", state="visible")
-    p.page.click("#fabric_liked_clear_txt2img")
+    assert "Cleared the liked set (1 image;" in p.click_for_message("#fabric_liked_clear_txt2img")
     p.wait_count("liked", 0)
     p.set_slider("fabric_strength_txt2img", 0.9)
     p.set_prompt(infotext)
     p.page.click("#txt2img_toprow #paste")
     p.page.wait_for_function("() => document.querySelector('#fabric_strength_txt2img input[type=number]').value === '0.55'")
     p.wait_count("liked", 1)
+    assert p.status() == pasted
 
     # 3. PNG Info → Send to txt2img, from the saved file's own parameters.
     p.stage = "png info"
-    p.page.click("#fabric_liked_clear_txt2img")
+    assert "Cleared" in p.click_for_message("#fabric_liked_clear_txt2img")
     p.wait_count("liked", 0)
     p.set_slider("fabric_strength_txt2img", 0.9)
     p.page.click("#tabs > .tab-nav button:has-text('PNG Info')")
@@ -427,6 +468,7 @@ def test_send_to_img2img_paste_and_png_info_restore_fabric(page, webui, tmp_path
     p.page.wait_for_function("() => document.querySelector('#fabric_strength_txt2img input[type=number]').value === '0.55'")
     p.wait_count("liked", 1)
     assert strength("txt2img") == "0.55"
+    assert p.status() == pasted
     assert p.fabric_errors() == []
 
 
@@ -447,9 +489,8 @@ def test_upscale_button_with_fabric(page, webui):
     assert "Added to the liked images" in message, message
     p.wait_count("liked", 1)
 
-    p.stage = "FABRIC on, also during hires fix"
-    p.page.click("#fabric_txt2img > .label-wrap")
-    p.page.wait_for_function("document.querySelector('#fabric_txt2img-checkbox input').checked === true")
+    p.stage = "FABRIC on (by the 👍), also during hires fix"
+    p.wait_fabric_on()
     p.page.click("#fabric_advanced_txt2img > .label-wrap")
     p.page.locator("#fabric_hires_txt2img input[type=checkbox]").check()
     assert p.checked("#fabric_hires_txt2img input[type=checkbox]") is True
@@ -470,3 +511,33 @@ def test_upscale_button_with_fabric(page, webui):
     assert p.output_size(index) == (128, 128)
     p.screenshot("07-upscaled-with-fabric.png")
     assert p.fabric_errors() == []
+
+
+def test_dark_theme(browser):
+    """The webui's dark theme (?__theme=dark): 👍 and 👎 from a batch, a generation with them;
+    docs/webui-dark.png with FABRIC_DOCS_SCREENSHOTS."""
+    p = WebuiPage(browser, theme="dark")
+    try:
+        assert p.js("() => document.body.classList.contains('dark')")
+        p.small_job()
+        p.set_slider("txt2img_batch_size", 2)
+        p.stage = "generate a batch of 2"
+        info = p.generate(2)
+        first = info.get("index_of_first_image", 0)
+        p.stage = "like and dislike"
+        p.select_output(first)
+        assert "Added to the liked images (1)" in p.click_for_message("#fabric_like_button_txt2img")
+        p.select_output(first + 1)
+        assert "Added to the disliked images (1)" in p.click_for_message("#fabric_dislike_button_txt2img")
+        p.wait_count("liked", 1)
+        p.wait_count("disliked", 1)
+        p.wait_fabric_on()
+        p.stage = "generate with FABRIC"
+        p.set_slider("txt2img_batch_size", 1)
+        info = p.generate(1)
+        assert "FABRIC liked" in info["infotexts"][0] and "FABRIC error" not in info["infotexts"][0]
+        p.page.wait_for_function("() => document.querySelector('#html_info_txt2img').innerText.includes('FABRIC liked')")
+        p.screenshot_panel("08-dark.png", "webui-dark.png")
+        assert p.fabric_errors() == []
+    finally:
+        p.close()
