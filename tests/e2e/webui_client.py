@@ -1,5 +1,6 @@
 """A small client for the webui's API, and test pictures, for the end-to-end tests."""
 import base64
+import functools
 import io
 import os
 
@@ -11,6 +12,13 @@ class Webui:
     def __init__(self, url: str):
         self.client = httpx.Client(base_url=url, timeout=1800)
         self.sdxl = os.environ.get("FABRIC_WEBUI_SDXL")
+
+    @functools.cached_property
+    def forge(self) -> bool:
+        """Whether the webui is Forge: it has Forge's own settings (modules_forge/, e.g. forge_preset)."""
+        response = self.client.get("/sdapi/v1/options")
+        assert response.status_code == 200, response.text[:2000]
+        return "forge_preset" in response.json()
 
     def post(self, path: str, payload: dict) -> httpx.Response:
         return self.client.post(path, json=payload)

@@ -1,0 +1,125 @@
+"""FABRIC on paths only Forge has, in a real Forge (skipped against AUTOMATIC1111's webui).
+
+- CFG 1: Forge then runs no uncond rows at all (backend/sampling/sampling_function.py:295;
+  modules/processing.py:499-501), so the disliked images must cost nothing and change nothing.
+- Forge's own attn1 users in the same request: its built-in ControlNet's reference_only and
+  StyleAlign both register attn1 replace patches on the pass's UnetPatcher, as FABRIC does.
+  Forge runs the AlwaysOn scripts in load order (modules/scripts.py:888-894): built-in
+  extensions before installed ones, so here FABRIC comes after both; the other order is covered
+  by tests/test_forge_host.py on the stand-in.
+- Every sampler and every schedule type Forge lists (/sdapi/v1/samplers, /sdapi/v1/schedulers).
+"""
+import json
+import os
+
+import pytest
+
+from webui_client import gradient, pixels, png_base64
+
+LIKED = png_base64(gradient(1))
+DISLIKED = png_base64(gradient(2))
+REFERENCE = png_base64(gradient(7))
+SMALL = {"steps": 2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def forge_only(webui):
+    if not webui.forge:
+        pytest.skip("Forge only: the webui at FABRIC_WEBUI_URL is AUTOMATIC1111's")
+
+
+def fabric(liked=(LIKED,), disliked=(DISLIKED,), **named):
+    return {"FABRIC": {"args": [{"enabled": True, "liked": list(liked), "disliked": list(disliked), **named}]}}
+
+
+def images(result):
+    return [pixels(b64) for b64 in result["images"]]
+
+
+def infotext(result, index=0):
+    return json.loads(result["info"])["infotexts"][index]
+
+
+def assert_applied(result):
+    text = infotext(result)
+    assert "FABRIC liked" in text and "FABRIC error" not in text, text
+
+
+# -- CFG 1 ------------------------------------------------------------------------------------------
+
+
+def test_cfg_1_disliked_images_change_nothing_and_liked_ones_apply(webui):
+    cfg1 = {"cfg_scale": 1}
+    plain = images(webui.generate(cfg1))
+    assert images(webui.generate({**cfg1, "alwayson_scripts": fabric(liked=())})) == plain
+    liked = webui.generate({**cfg1, "alwayson_scripts": fabric()})
+    assert images(liked) != plain
+    assert_applied(liked)
+    assert images(webui.generate({**cfg1, "alwayson_scripts": fabric()})) == images(liked)
+    assert images(webui.generate(cfg1)) == plain
+
+
+# -- Forge's other attn1 users --------------------------------------------------------------------
+
+
+def reference_only():
+    unit = {"enabled": True, "module": "reference_only", "model": "None", "image": REFERENCE,
+            "weight": 1.0, "save_detected_map": False}
+    return {"ControlNet": {"args": [unit]}}
+
+
+def style_align():
+    return {"StyleAlign Integrated": {"args": [True, 1.0]}}
+
+
+@pytest.mark.parametrize("other", [reference_only, style_align], ids=["reference_only", "StyleAlign"])
+def test_beside_another_attn1_patch_both_apply(webui, other):
+    job = {"batch_size": 2}  # StyleAlign shares attention across the batch
+    plain = images(webui.generate(job))
+    alone = images(webui.generate({**job, "alwayson_scripts": other()}))
+    fabric_alone = images(webui.generate({**job, "alwayson_scripts": fabric()}))
+    both = webui.generate({**job, "alwayson_scripts": {**other(), **fabric()}})
+    assert_applied(both)
+    assert alone[:2] != plain and fabric_alone[:2] != plain
+    assert images(both)[:2] not in (plain, alone[:2], fabric_alone[:2])
+    assert images(webui.generate({**job, "alwayson_scripts": {**other(), **fabric()}}))[:2] == images(both)[:2]
+    assert images(webui.generate(job)) == plain
+
+
+# -- samplers and schedule types -------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc):
+    """One test per sampler and schedule type the webui lists (none when it is not Forge)."""
+    from webui_client import Webui
+
+    url = os.environ.get("FABRIC_WEBUI_URL", "").rstrip("/")
+    for name, path, key in (("sampler", "/sdapi/v1/samplers", "name"), ("scheduler", "/sdapi/v1/schedulers", "label")):
+        if name in metafunc.fixturenames:
+            webui = Webui(url) if url else None
+            names = [e[key] for e in webui.client.get(path).json()] if webui is not None and webui.forge else []
+            metafunc.parametrize(name, names)
+
+
+def assert_feedback_visible(webui, job):
+    plain = images(webui.generate(job))
+    with_feedback = webui.generate({**job, "alwayson_scripts": fabric(end=1.0)})
+    assert images(with_feedback) != plain
+    assert_applied(with_feedback)
+
+
+def test_every_sampler_forge_lists(webui, sampler):
+    assert_feedback_visible(webui, {"steps": 4, "sampler_name": sampler})  # UniPC needs steps > its order 3
+
+
+def test_every_schedule_type_forge_lists(webui, scheduler):
+    assert_feedback_visible(webui, {**SMALL, "sampler_name": "Euler", "scheduler": scheduler})
+
+
+def test_batch_size_and_count_together(webui):
+    job = {**SMALL, "batch_size": 2, "n_iter": 2}
+    plain = images(webui.generate(job))
+    result = webui.generate({**job, "alwayson_scripts": fabric()})
+    pictures = images(result)
+    assert len(pictures) >= 4 and all(a != b for a, b in zip(pictures[-4:], plain[-4:]))
+    assert all("FABRIC liked" in t and "FABRIC error" not in t for t in json.loads(result["info"])["infotexts"])
