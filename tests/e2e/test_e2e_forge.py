@@ -109,7 +109,8 @@ def assert_feedback_visible(webui, job):
 
 
 def test_every_sampler_forge_lists(webui, sampler):
-    assert_feedback_visible(webui, {"steps": 4, "sampler_name": sampler})  # UniPC needs steps > its order 3
+    steps = 4 if sampler == "UniPC" else SMALL["steps"]  # UniPC wants more steps than its order, 3
+    assert_feedback_visible(webui, {"steps": steps, "sampler_name": sampler})
 
 
 def test_every_schedule_type_forge_lists(webui, scheduler):
@@ -123,3 +124,30 @@ def test_batch_size_and_count_together(webui):
     pictures = images(result)
     assert len(pictures) >= 4 and all(a != b for a, b in zip(pictures[-4:], plain[-4:]))
     assert all("FABRIC liked" in t and "FABRIC error" not in t for t in json.loads(result["info"])["infotexts"])
+
+
+# -- SDXL through Forge's own loader ---------------------------------------------------------------
+
+
+def test_sdxl_with_forges_fp8_weight_storage(webui):
+    """FABRIC_WEBUI_SDXL in Forge, its UNet weights stored in float8 (Forge's "Diffusion in Low
+    Bits", forge_unet_storage_dtype) so that SDXL fits a small machine; computation stays float32.
+    Plain, with feedback, after, and the hires pass with feedback."""
+    if not webui.sdxl:
+        pytest.skip("FABRIC_WEBUI_SDXL is not set")
+    options = webui.client.get("/sdapi/v1/options").json()
+    previous = {key: options[key] for key in ("sd_model_checkpoint", "forge_unet_storage_dtype")}
+    response = webui.post("/sdapi/v1/options", {"sd_model_checkpoint": webui.sdxl,
+                                                "forge_unet_storage_dtype": "float8-e4m3fn"})
+    assert response.status_code == 200, response.text[:2000]
+    try:
+        plain = images(webui.generate(SMALL))
+        with_feedback = webui.generate({**SMALL, "alwayson_scripts": fabric()})
+        assert images(with_feedback) != plain
+        assert_applied(with_feedback)
+        assert images(webui.generate(SMALL)) == plain
+        hires = {**SMALL, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
+                 "denoising_strength": 0.6, "hr_second_pass_steps": 1}
+        assert_applied(webui.generate({**hires, "alwayson_scripts": fabric(hires=True)}))
+    finally:
+        webui.post("/sdapi/v1/options", previous)
