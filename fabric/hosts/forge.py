@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from modules import devices, prompt_parser, shared
+from modules import devices, prompt_parser
 
 from ..injection import attend_with_references, blend_with_references
 from ..noise import noised_latent
@@ -231,6 +231,9 @@ class _Job:
             return
         try:
             patcher, kmodel, locations = _servable(p.sd_model)
+            modifiers = patcher.model_options.get("transformer_options", {}).get("block_modifiers", [])
+            if any(isinstance(m, _BlockModifier) and m.job is self for m in modifiers):
+                return  # this pass's patcher has FABRIC already (Forge calls the hook twice in hires)
             height, width = x.shape[-2:]
             cfg = getattr(p, "hr_cfg", p.cfg_scale) if getattr(p, "is_hr_pass", False) else p.cfg_scale
             # The VAE runs now, before the sampler loads the UNet; with CFG 1 Forge runs no uncond
@@ -247,9 +250,6 @@ class _Job:
                 concat=self._concat(x, height, width) if in_channels != x.shape[1] else None,
                 latent_hw=(height, width),
             )
-            modifiers = patcher.model_options.get("transformer_options", {}).get("block_modifiers", [])
-            if any(isinstance(m, _BlockModifier) and m.job is self for m in modifiers):
-                return  # this pass's patcher has FABRIC already
             clone = patcher.clone()
             clone.add_block_modifier(_BlockModifier(self, run))
             p.sd_model.forge_objects.unet = clone
