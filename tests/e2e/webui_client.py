@@ -33,6 +33,10 @@ class Webui:
                 "sampler_name": "Euler", "prompt": "a cat", "negative_prompt": "blurry",
                 "save_images": False, "send_images": True, **payload}
         body["override_settings_restore_afterwards"] = True
+        if self.forge and body.get("enable_hr"):
+            # Forge's hires pass reads hr_additional_modules, None unless the request names it
+            # (modules/processing.py:1197, :1405 at dfdcbab6: TypeError otherwise).
+            body.setdefault("hr_additional_modules", ["Use same choices"])
         overridden = list(body.get("override_settings") or {})
         before = self.options(overridden) if overridden else {}
         try:
