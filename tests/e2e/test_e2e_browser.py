@@ -25,6 +25,7 @@ from browser_support import chromium, playwright_api  # skips this module withou
 from PIL import Image  # noqa: E402
 
 from fabric.images import image_id  # noqa: E402
+from webui_client import gradient  # noqa: E402
 
 URL = os.environ.get("FABRIC_WEBUI_URL", "").rstrip("/")
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,8 +117,16 @@ class WebuiPage:
         self.page.press("#txt2img_seed input[type=number]", "Tab")
 
     def set_sampler(self, name):
-        self.page.click("#txt2img_sampling input")
-        self.page.click(f"#txt2img_sampling ul.options li[data-value='{name}']")
+        # An option is li[data-value] in gradio 3.41 (A1111), li[aria-label] in 4.40 (Forge).
+        option = f"#txt2img_sampling ul.options li:is([data-value='{name}'], [aria-label='{name}'])"
+        for attempt in range(3):  # gradio 4 may redraw the list while it opens, closing it again
+            self.page.click("#txt2img_sampling input")
+            try:
+                self.page.click(option, timeout=5_000)
+                break
+            except playwright_api.TimeoutError:
+                if attempt == 2:
+                    raise
         self.page.wait_for_function(
             "(v) => document.querySelector('#txt2img_sampling input').value === v", arg=name
         )
@@ -199,8 +208,12 @@ class WebuiPage:
 
     def click_for_message(self, selector):
         """Click and wait for the panel's next status message; return its text."""
+        return self.message_after(lambda: self.page.click(selector))
+
+    def message_after(self, action):
+        """Run ``action()`` and wait for the panel's next status message; return its text."""
         before = self.js(self.MESSAGE)
-        self.page.click(selector)
+        action()
         self.page.wait_for_function(f"([before]) => {self.MESSAGE} !== before", arg=[before])
         return self.text("#fabric_status_txt2img .fabric-msg").strip()
 
@@ -541,3 +554,70 @@ def test_dark_theme(browser):
         assert p.fabric_errors() == []
     finally:
         p.close()
+
+
+def test_upload_weight_remove_and_presets(page, webui, tmp_path):
+    """The panel's own controls in the webui's page: upload several files (one not an image),
+    the weight of a selected image, ❌, and a preset saved here and loaded in another session."""
+    p = page
+    p.stage = "open the accordion"
+    p.page.click("#fabric_txt2img > .label-wrap")  # the webui's InputAccordion: opening switches FABRIC on
+    p.wait_fabric_on()
+    p.wait_count("liked", 0)
+
+    p.stage = "upload"
+    pictures = [tmp_path / "red.png", tmp_path / "blue.png"]
+    for seed, path in enumerate(pictures):
+        gradient(100 + seed).save(path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    upload = "#fabric_liked_upload_txt2img input[type=file]"
+    message = p.message_after(lambda: p.page.set_input_files(upload, [str(f) for f in (*pictures, notes)]))
+    assert "Added 2 images to the liked set (2)" in message and "notes.txt" in message, message
+    p.wait_count("liked", 2)
+    ids = [image_id(Image.open(path)) for path in pictures]
+    assert set(ids) <= set(stored_ids(webui))
+
+    p.stage = "weight"
+    weight = "#fabric_liked_weight_txt2img"
+    assert not p.page.is_visible(weight) and not p.page.is_visible("#fabric_liked_remove_txt2img")
+    p.page.locator("#fabric_liked_txt2img .thumbnail-item").nth(1).click()
+    p.page.wait_for_selector(weight, state="visible")
+    p.page.wait_for_function(f"document.querySelector('{weight} input[type=number]').value === '1'")
+    box = p.page.locator(f"{weight} input[type=number]")
+
+    def type_weight():
+        box.fill("1.5")
+        p.page.wait_for_timeout(300)
+        box.press("Enter")  # fabric.js: Enter applies it
+
+    assert "Weight of liked image 2: 1.5." in p.message_after(type_weight)
+    p.page.wait_for_function("document.querySelector('#fabric_liked_txt2img').textContent.includes('× 1.5')")
+
+    p.stage = "preset"
+    name = f"e2e {os.getpid()}"
+    p.page.fill("#fabric_preset_txt2img input", name)
+    p.page.press("#fabric_preset_txt2img input", "Enter")
+    assert f"Saved preset '{name}': 2 liked, 0 disliked." in p.click_for_message("#fabric_preset_save_txt2img")
+
+    p.stage = "remove"
+    p.page.wait_for_selector("#fabric_liked_remove_txt2img", state="visible")
+    assert "Removed it from the liked set (1 left)." in p.click_for_message("#fabric_liked_remove_txt2img")
+    p.wait_count("liked", 1)
+    assert p.fabric_errors() == []
+
+    other = WebuiPage(p.page.context.browser)
+    try:
+        other.stage = "a preset from another session"
+        other.page.click("#fabric_txt2img > .label-wrap")
+        other.page.click("#fabric_preset_txt2img input")
+        option = other.page.locator("#fabric_preset_txt2img ul.options li", has_text=name)
+        option.click()
+        message = other.click_for_message("#fabric_preset_load_txt2img")
+        assert f"Loaded preset '{name}': 2 liked, 0 disliked." in message, message
+        other.wait_count("liked", 2)
+        other.page.wait_for_function("document.querySelector('#fabric_liked_txt2img').textContent.includes('× 1.5')")
+        assert other.fabric_errors() == []
+    finally:
+        other.close()
+        webui.client.delete(f"/fabric/v1/presets/{name}")
