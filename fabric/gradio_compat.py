@@ -6,9 +6,11 @@ The panel is written once; everything that depends on the gradio version goes th
 * the upload box: gradio 3.41's ``File.preprocess`` copies whatever path the client names, so in
   3.x the panel takes the raw upload entries and checks them itself; gradio 4.40 refuses, before
   any handler runs, a file that is not in its upload folder (``processing_utils.
-  async_move_files_to_cache(check_in_upload_folder=True)``, processing_utils.py:447-454, called
-  from ``Blocks.preprocess_data``, blocks.py:1640-1643) and ``File.preprocess`` hands over paths
-  (``NamedString``, components/file.py:124-158), so the plain ``gr.File`` is used there;
+  async_move_files_to_cache(check_in_upload_folder=True)``, processing_utils.py:449-456, called
+  from ``Blocks.preprocess_data``, blocks.py:1640-1643; Forge's copy of it also passes the files
+  the webui registered, modules/ui_tempdir.py:71-150) and ``File.preprocess`` hands over paths
+  (``NamedString``, components/file.py:124-158), so the plain ``gr.File`` is used there, and the
+  panel still checks where each file lies;
 * the values a gallery or an upload box delivers to a handler (:func:`image_source`).
 """
 
@@ -88,7 +90,7 @@ def image_source(item: Any) -> Union[dict, Image.Image]:
 
 def gradio_file_dirs(components) -> list:
     """The folders gradio keeps these components' files in (3.x ``DEFAULT_TEMP_DIR``, 4.x
-    ``GRADIO_CACHE``, blocks.py:277-300 in 4.40)."""
+    ``GRADIO_CACHE``, blocks.py:140 and 277-300 in 4.40)."""
     attr = "GRADIO_CACHE" if GRADIO_4 else "DEFAULT_TEMP_DIR"
     return [str(d) for d in (getattr(c, attr, None) for c in components) if d]
 

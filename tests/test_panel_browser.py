@@ -468,6 +468,7 @@ def test_sets_are_compact_and_say_how_to_fill_them(server, browser):
         # Selecting shows the weight with that image's value; ❌ removes it; the tools hide again.
         s.select_feedback("liked", 1, weight=1)
         assert s.visible("#fabric_liked_weight_txt2img") and s.visible("#fabric_liked_remove_txt2img")
+        assert s.page.locator("#fabric_liked_txt2img .preview img").first.bounding_box()["height"] >= 120
         s.screenshot("panel-compact.png")
         assert "Removed it from the liked set (1 left)" in s.click("fabric_liked_remove_txt2img")
         s.wait_count("liked", 1)
