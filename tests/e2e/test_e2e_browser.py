@@ -358,6 +358,7 @@ def test_generate_like_dislike_generate_with_fabric(page, webui):
     assert label["y"] + label["height"] <= thumb.bounding_box()["y"] + 0.5, (label, thumb.bounding_box())
     thumb.click()
     p.page.wait_for_selector("#fabric_liked_weight_txt2img", state="visible")
+    assert p.page.locator("#fabric_liked_txt2img .preview img").first.bounding_box()["height"] >= 120
     p.page.locator("#fabric_liked_txt2img .preview button:is([aria-label='Clear'], [aria-label='Close'])").click()
     p.page.wait_for_selector("#fabric_liked_weight_txt2img", state="hidden")
     assert "Liked images (1)" in p.page.inner_text("#fabric_liked_txt2img")
