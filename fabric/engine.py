@@ -44,7 +44,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .attention import DEFAULT_MAX_LOGITS, weighted_attention
+from .attention import DEFAULT_MAX_LOGITS
+from .injection import attend_with_references
 from .layers import self_attention_layers
 from .noise import noised_latent
 from .references import LatentCache, Reference
@@ -511,21 +512,11 @@ class Fabric:
         return out
 
     def _attend(self, module: nn.Module, x: torch.Tensor, state: _SetState, context: torch.Tensor | None = None) -> torch.Tensor:
-        batch, n_tokens, _ = x.shape
-        heads = module.heads
         q = module.to_q(x)
         k, v = self.project_kv(module, x if context is None else context)
         ref_k, ref_v = self.project_kv(module, state.hidden.to(x.dtype))
-        own_keys = k.shape[1]
-        k = torch.cat([k, ref_k.expand(batch, -1, -1)], dim=1)
-        v = torch.cat([v, ref_v.expand(batch, -1, -1)], dim=1)
-        bias = torch.cat([state.bias.new_zeros(own_keys), state.bias])
-        q, k, v = (t.view(batch, t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
-        dtype = q.dtype
-        if self.upcast and dtype in (torch.float16, torch.bfloat16):
-            q, k, v = q.float(), k.float(), v.float()
-        out = weighted_attention(q, k, v, bias, max_logits=self.max_logits).to(dtype)
-        out = out.transpose(1, 2).reshape(batch, n_tokens, -1)
+        out = attend_with_references(q, k, v, ref_k, ref_v, state.bias, module.heads,
+                                     upcast=self.upcast, max_logits=self.max_logits)
         return module.to_out(out)
 
 

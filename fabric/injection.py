@@ -1,8 +1,9 @@
 """FABRIC's self-attention on projections a host already made: q, k, v of some rows plus one set's
 reference keys and values.
 
-Hosts that hand an attention patch projected tensors (Forge's attn1 replace patches receive q, k, v
-as [B, tokens, heads * dim_head]) use these instead of the engine's module-level injection.
+The engine's attn1 injection projects q, k, v with the layer's own modules and calls
+attend_with_references; hosts that hand an attention patch projected tensors (Forge's attn1
+replace patches receive q, k, v as [B, tokens, heads * dim_head]) call it directly.
 
 - attend_with_references: the rows attend over [own keys ; reference keys] with bias log(w) on
   the reference keys (the paper's Eq. 2, fabric.attention), as the engine does.

@@ -69,7 +69,7 @@ def fault_at(stage: str, fab: fabric.Fabric, step: int, counter: dict):
             return real(module, hidden)
         fab.project_kv = broken
     elif stage == "attention":
-        import fabric.engine as engine
+        import fabric.injection as engine  # the engine's attn1 attends through fabric.injection
 
         real = engine.weighted_attention
 
