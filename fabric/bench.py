@@ -64,6 +64,7 @@ from .attention import weighted_attention
 from .engine import Fabric
 from .references import LatentCache, Reference
 from .schedule import DISLIKED, LIKED, Schedule
+from .text_table import text_table
 
 # configs/v1-inference.yaml of Stable Diffusion 1.x.
 SD15_CONFIG = dict(
@@ -662,19 +663,6 @@ def _median_time(fn: Callable[[], torch.Tensor], reps: int, device: torch.device
 # -- output -----------------------------------------------------------------------------------------
 
 
-def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    def cell(row, key, fmt):
-        value = row.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        return format(value, fmt)
-
-    header = [title for title, _, _ in columns]
-    body = [[cell(row, key, fmt) for _, key, fmt in columns] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body]
-    return "\n".join(lines)
 
 
 SAMPLING_COLUMNS = [
@@ -839,13 +827,13 @@ def _main(o: Options) -> dict:
     attention = bench.attention()
     log("")
     log("## Sampling (s/step: medians over steps and repetitions; floor = 1 + f*R/(2B), R = liked + disliked)")
-    log(_table(rows, SAMPLING_COLUMNS))
+    log(text_table(rows, SAMPLING_COLUMNS))
     log("")
     log("## A scheduled step: reference pass vs main pass (medians)")
-    log(_table(breakdown, BREAKDOWN_COLUMNS))
+    log(text_table(breakdown, BREAKDOWN_COLUMNS))
     log("")
     log("## attn1 alone: weighted_attention (log-weight bias) vs SDPA without weights (x = layers of that shape)")
-    log(_table(attention, ATTENTION_COLUMNS))
+    log(text_table(attention, ATTENTION_COLUMNS))
     load_after = os.getloadavg()[0]
     log(f"# total {time.perf_counter() - started:.1f}s; load average {load_after:.2f}")
     result = {

@@ -39,6 +39,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from .text_table import text_table
+
 QUICK = dict(width=64, height=64, steps=4, refs=[1, 8], budgets=[256], reps=3)
 FULL = dict(width=128, height=128, steps=8, refs=[1, 2, 4, 8], budgets=[256], reps=3)
 
@@ -210,19 +212,6 @@ COLUMNS = [
 ]
 
 
-def table(rows_: list[dict]) -> str:
-    def cell(row, key, fmt):
-        value = row.get(key)
-        return "-" if value is None else format(value, fmt)
-
-    body = [[cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows_]
-    header = [title for title, _, _ in COLUMNS]
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body]
-    return "\n".join(lines)
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -270,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"# whole txt2img requests to {args.url}: {width}x{height}, {steps} steps, {args.sampler}, CFG {args.cfg:g}, "
           f"batch 1, {reps} repetitions interleaved; {result['machine']['cpu']}, {result['machine']['cores']} cores")
-    print(table(result["rows"]))
+    print(text_table(result["rows"], COLUMNS))
     print(json.dumps(result))
     return result
 
