@@ -227,6 +227,36 @@ def test_the_schedule_window_skips_calls_outside_it(model, monkeypatch):
     assert spy.calls[0] is not None and spy.calls[-1] is None
 
 
+def test_feedback_follows_a_refiner_that_takes_over_mid_pass(model, monkeypatch):
+    """The refiner's steps sample with the refiner's own patcher, which no
+    process_before_every_sampling saw: on_cfg_denoiser patches a clone of it, with the references
+    encoded by the refiner's VAE, and loads it again (sampling_prepare)."""
+    from backend.sampling import sampling_function
+
+    pictures = images(1, 2)
+    a, b = pictures
+    refiner = FakeForgeModel(7)
+    job = settings([a], [b])
+    follow = dict(refiner=refiner, denoiser_callbacks=[forge.on_cfg_denoiser])
+    plain = vanilla(model, **follow)
+    spy = Spy(monkeypatch)
+    refiner.encodes = 0
+    followed, p = fabric_job(model, job, pictures, **follow)
+    assert len(spy.calls) == 4 and all(spy.calls), spy.calls  # 2 steps on the base model, 2 on the refiner
+    assert refiner.encodes == 2  # one liked and one disliked image, through the refiner's VAE
+    prepared = sampling_function.prepared[-1]
+    assert prepared is refiner.forge_objects.unet
+    assert any(isinstance(m, forge._BlockModifier) for m in prepared.model_options["transformer_options"]["block_modifiers"])
+    assert "FABRIC error" not in p.extra_generation_params and not p.comments
+
+    spy.calls.clear()
+    base_only, _ = fabric_job(model, job, pictures, refiner=refiner)  # as if nothing followed the swap
+    assert len(spy.calls) == 2
+    assert not torch.allclose(followed, base_only, atol=1e-4) and not torch.allclose(followed, plain, atol=1e-3)
+    assert torch.equal(fabric_job(model, job, pictures, **follow)[0], followed)
+    assert torch.equal(vanilla(model, **follow), plain)  # a refiner job after the FABRIC jobs
+
+
 def test_image_k_of_a_batch_is_its_seed_alone(model):
     pictures = images(1, 2)
     a, b = pictures

@@ -27,6 +27,12 @@ Facts relied on (file:line at dfdcbab6):
   k_prediction.py:148-151, nearest of the 1000), and the UNet's input is the latent scaled to
   unit variance, x / sqrt(sigma^2 + 1) (k_prediction.py:74-79): a reference noised by
   fabric.noise.noised_latent with abar = 1 / (1 + sigma^2) (k_prediction.py:129) is that input.
+- The refiner: mid-pass, the CFG denoiser swaps `shared.sd_model` (which is `p.sd_model`,
+  processing.py:262-264) for the refiner checkpoint, loads its patcher with sampling_prepare
+  (sd_samplers_common.py:166-211) and samples on with that model's own `forge_objects.unet`
+  (sd_samplers_kdiffusion.py:61-64, sampling_function.py:326), which no process_before_every_sampling
+  saw. on_cfg_denoiser fires after the swap and before the UNet call
+  (sd_samplers_cfg_denoiser.py:171-184).
 
 How FABRIC uses them: process_before_every_sampling encodes the references at the pass's latent
 size and the empty prompt (VAE and text encoder run before the sampler loads the UNet), then adds
@@ -35,7 +41,9 @@ rows and the timestep; if a set is needed (weight > 0, rows of its kind present:
 rows, disliked for uncond rows) it runs that set's reference pass through the same UNet, where
 the UNet is, recording every attn1's keys and values and stopping after the last attn1, and
 installs its attn1 replace patches for this call only, wrapping any replace patch already there
-(reference_only's, StyleAlign's). Otherwise the call runs untouched. See README "Forge" for how
+(reference_only's, StyleAlign's). Otherwise the call runs untouched. When a refiner takes over
+mid-pass, on_cfg_denoiser patches a clone of the refiner's patcher the same way (its VAE encodes
+the references anew), so the feedback follows the model as it does in AUTOMATIC1111's webui. See README "Forge" for how
 FABRIC composes with another extension's attn1 patch.
 """
 from __future__ import annotations
@@ -207,6 +215,8 @@ class _Job:
     reference_passes: int = 0
     current: _Call | None = None
     closed: bool = False
+    patched: object = None  # the patcher FABRIC last assigned to forge_objects.unet
+    latents_of: object = None  # the model whose VAE encoded self.latents
 
     def __post_init__(self):
         s = self.settings
@@ -225,15 +235,19 @@ class _Job:
 
     # -- per sampling pass (process_before_every_sampling) ----------------------------------
 
-    def before_sampling(self, x: torch.Tensor) -> None:
+    def before_sampling(self, x: torch.Tensor) -> bool:
+        """Patch a clone of the pass's UnetPatcher; True when this call assigned one."""
         p = self.p
         if self.closed or self.failure is not None or (getattr(p, "is_hr_pass", False) and not self.settings.hires):
-            return
+            return False
         try:
             patcher, kmodel, locations = _servable(p.sd_model)
             modifiers = patcher.model_options.get("transformer_options", {}).get("block_modifiers", [])
             if any(isinstance(m, _BlockModifier) and m.job is self for m in modifiers):
-                return  # this pass's patcher has FABRIC already (Forge calls the hook twice in hires)
+                return False  # this pass's patcher has FABRIC already (Forge calls the hook twice in hires)
+            if p.sd_model is not self.latents_of:  # another checkpoint (hires, refiner): its own VAE
+                self.latents.clear()
+                self.latents_of = p.sd_model
             height, width = x.shape[-2:]
             cfg = getattr(p, "hr_cfg", p.cfg_scale) if getattr(p, "is_hr_pass", False) else p.cfg_scale
             # The VAE runs now, before the sampler loads the UNet; with CFG 1 Forge runs no uncond
@@ -252,9 +266,21 @@ class _Job:
             )
             clone = patcher.clone()
             clone.add_block_modifier(_BlockModifier(self, run))
-            p.sd_model.forge_objects.unet = clone
+            p.sd_model.forge_objects.unet = self.patched = clone
+            return True
         except Exception as error:  # noqa: BLE001 - the job goes on without FABRIC
             self.fail(error)
+            return False
+
+    def follow_model(self, x: torch.Tensor) -> None:
+        """Before a UNet call: if the sampler now runs another model's patcher (a refiner took
+        over), patch that one too and load it again, as the swap did (sampling_prepare), since
+        encoding the references may have moved models."""
+        if self.p.sd_model.forge_objects.unet is self.patched or not self.before_sampling(x):
+            return
+        from backend.sampling.sampling_function import sampling_prepare
+
+        sampling_prepare(self.patched, x)
 
     def _empty_prompt(self, height: int, width: int) -> dict:
         with torch.no_grad(), devices.autocast():
@@ -415,6 +441,7 @@ class _Job:
             self.current.states = {}
             self.current = None
         self.latents.clear()
+        self.latents_of = self.patched = None
         self.references = {LIKED: [], DISLIKED: []}
         self.images = {}
 
@@ -452,6 +479,19 @@ def end_job() -> None:
         _current_job = None
 
 
+def on_cfg_denoiser(params) -> None:
+    job = _current_job
+    if job is None or job.closed or getattr(getattr(params, "denoiser", None), "p", job.p) is not job.p:
+        return
+    try:
+        job.follow_model(params.x)
+    except Exception as error:  # noqa: BLE001 - the job goes on without FABRIC
+        job.fail(error)
+
+
 def register_callbacks() -> None:
-    """Forge: everything goes through the UnetPatcher of each pass; no webui callback is needed."""
+    """Everything goes through the UnetPatcher of each pass; the callback only notices a refiner."""
+    from modules import script_callbacks
+
+    script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 

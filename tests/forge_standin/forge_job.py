@@ -13,12 +13,19 @@ Facts encoded (dfdcbab6):
   (modules/scripts.py:888-894); the sampler then calls `sampling_function` with the patcher that
   is in `forge_objects.unet` at that time (sampling_function.py:326).
 - With CFG 1 processing makes no uncond conditioning (processing.py:499-501).
+- The refiner (sd_samplers_cfg_denoiser.py:156-184, sd_samplers_common.py:166-211): at each step
+  whose completed ratio (step / steps) reaches refiner_switch_at, the CFG denoiser makes the
+  refiner `shared.sd_model` (= `p.sd_model`, processing.py:262-264), calls sampling_prepare on its
+  patcher, then the on_cfg_denoiser callbacks with CFGDenoiserParams(x, ..., denoiser), and the
+  step samples with the refiner's own `forge_objects.unet`. Here the callbacks run at every step
+  as the webui's do.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -124,10 +131,15 @@ def conds(model: FakeForgeModel, prompts: list[str], size: int):
 
 
 def sample(p: P, hooks=(), *, steps: int = 4, size: int = 8, seeds=(1,), prompt="a fox", negative="",
-           extra_conds: int = 0, max_entries=None, x=None, first_step: int = 0) -> torch.Tensor:
+           extra_conds: int = 0, max_entries=None, x=None, first_step: int = 0, refiner=None,
+           switch_at: float = 0.5, denoiser_callbacks=()) -> torch.Tensor:
     """One sampling pass, Euler, as Forge runs it: reset forge_objects, the scripts' hooks
     (callables (p, x=...)), then sampling_function with the patcher in forge_objects.unet.
-    extra_conds adds AND sub-prompts (more COND entries); max_entries splits the UNet calls."""
+    extra_conds adds AND sub-prompts (more COND entries); max_entries splits the UNet calls; a
+    refiner model takes over at switch_at; denoiser_callbacks are the on_cfg_denoiser callbacks."""
+    from backend.sampling.sampling_function import sampling_prepare
+    from modules.script_callbacks import CFGDenoiserParams
+
     model = p.sd_model
     model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
     sig = sigmas(model, steps)[first_step:]
@@ -138,8 +150,17 @@ def sample(p: P, hooks=(), *, steps: int = 4, size: int = 8, seeds=(1,), prompt=
     batch = x.shape[0]
     cond = [conds(model, [prompt] * batch, size)] + [conds(model, [f"{prompt} {i}"] * batch, size) for i in range(extra_conds)]
     uncond = None if p.cfg_scale == 1 else [conds(model, [negative] * batch, size)]
+    denoiser = SimpleNamespace(p=p)
     with torch.no_grad():
         for i in range(len(sig) - 1):
+            if refiner is not None and p.sd_model is not refiner and i / (len(sig) - 1) >= switch_at:
+                p.sd_model = model = refiner
+                model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()  # as loaded
+                sampling_prepare(model.forge_objects.unet, x)
+                cond = [conds(model, [prompt] * batch, size)]
+                uncond = None if p.cfg_scale == 1 else [conds(model, [negative] * batch, size)]
+            for callback in denoiser_callbacks:
+                callback(CFGDenoiserParams(x, None, sig[i], i, len(sig) - 1, cond, uncond, denoiser))
             patcher = model.forge_objects.unet
             sigma = sig[i] * torch.ones(batch)
             denoised = sampling_function(patcher, x, sigma, uncond, cond, p.cfg_scale, max_entries=max_entries)

@@ -13,6 +13,9 @@ Facts encoded:
   the predictions.
 - `sampling_function` (:325-363): the UnetPatcher's conditioning_modifiers run in order on
   (model, x, timestep, uncond, cond, cond_scale, model_options, seed) before the CFG pass.
+- `sampling_prepare(unet, x)` (:366-398) loads the patcher's model (and its control models) where
+  it samples; the sampler calls it before sampling (sd_samplers_kdiffusion.py:137-138) and again
+  after a refiner swap (sd_samplers_common.py:210). Here it counts its calls per patcher.
 
 A cond here is a dict of the UNet's conditions for the batch: {"c_crossattn": [B, 77, C]} plus
 {"y": [B, adm]} for SDXL-like models.
@@ -68,6 +71,13 @@ def sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, model_
         model, cond, uncond_, x, timestep, model_options = fn(model, cond, uncond_, x, timestep, model_options)
     cond_pred, uncond_pred = calc_cond_uncond_batch(model, cond, uncond_, x, timestep, model_options, max_entries)
     return uncond_pred + (cond_pred - uncond_pred) * cond_scale
+
+
+prepared: list = []  # the patchers sampling_prepare was called with, in order
+
+
+def sampling_prepare(unet, x):
+    prepared.append(unet)
 
 
 def sampling_function(unet_patcher, x, sigma, uncond, cond, cond_scale, seed=0, max_entries=None):
