@@ -31,9 +31,6 @@ A1111_ONLY = {
     "test_e2e_browser.py::test_upscale_button_with_fabric":
         "Forge's own ✨ upscale fails with FABRIC off too at dfdcbab6: txt2img_upscale_function hands "
         "the VAE encoder a 4-channel image (\"expected input[1, 4, 64, 64] to have 3 channels\")",
-    "test_e2e_generation.py::test_sdxl":
-        "loads SDXL in float32; in Forge test_e2e_forge.py::test_sdxl_with_forges_fp8_weight_storage "
-        "runs the same checks with Forge's float8 weight storage, which fits a small machine",
 }
 
 
