@@ -663,8 +663,6 @@ def _median_time(fn: Callable[[], torch.Tensor], reps: int, device: torch.device
 # -- output -----------------------------------------------------------------------------------------
 
 
-
-
 SAMPLING_COLUMNS = [
     ("kind", "kind", ""),
     ("references", "mode", ""),

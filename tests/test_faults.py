@@ -69,16 +69,16 @@ def fault_at(stage: str, fab: fabric.Fabric, step: int, counter: dict):
             return real(module, hidden)
         fab.project_kv = broken
     elif stage == "attention":
-        import fabric.injection as engine  # the engine's attn1 attends through fabric.injection
+        import fabric.injection as injection  # the engine's attn1 attends through fabric.injection
 
-        real = engine.weighted_attention
+        real = injection.weighted_attention
 
         def broken(*args, **kwargs):
             if tripped():
                 raise Fault("attention")
             return real(*args, **kwargs)
-        fab._restore = (engine, real)
-        engine.weighted_attention = broken
+        fab._restore = (injection, real)
+        injection.weighted_attention = broken
     elif stage in ("out of memory", "out of memory once"):
         real = fab._run_reference_chunks
         state = {"raised": 0}

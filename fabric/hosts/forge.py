@@ -43,8 +43,8 @@ the UNet is, recording every attn1's keys and values and stopping after the last
 installs its attn1 replace patches for this call only, wrapping any replace patch already there
 (reference_only's, StyleAlign's). Otherwise the call runs untouched. When a refiner takes over
 mid-pass, on_cfg_denoiser patches a clone of the refiner's patcher the same way (its VAE encodes
-the references anew), so the feedback follows the model as it does in AUTOMATIC1111's webui. See README "Forge" for how
-FABRIC composes with another extension's attn1 patch.
+the references anew), so the feedback follows the model as it does in AUTOMATIC1111's webui.
+See README "Forge" for how FABRIC composes with another extension's attn1 patch.
 """
 from __future__ import annotations
 
@@ -242,8 +242,7 @@ class _Job:
             return False
         try:
             patcher, kmodel, locations = _servable(p.sd_model)
-            modifiers = patcher.model_options.get("transformer_options", {}).get("block_modifiers", [])
-            if any(isinstance(m, _BlockModifier) and m.job is self for m in modifiers):
+            if self._carried_by(patcher):
                 return False  # this pass's patcher has FABRIC already (Forge calls the hook twice in hires)
             if p.sd_model is not self.latents_of:  # another checkpoint (hires, refiner): its own VAE
                 self.latents.clear()
@@ -272,11 +271,19 @@ class _Job:
             self.fail(error)
             return False
 
+    def _carried_by(self, patcher) -> bool:
+        """Whether the patcher has this job's block modifier (clones share it: _Shared)."""
+        modifiers = patcher.model_options.get("transformer_options", {}).get("block_modifiers", [])
+        return any(isinstance(m, _BlockModifier) and m.job is self for m in modifiers)
+
     def follow_model(self, x: torch.Tensor) -> None:
         """Before a UNet call: if the sampler now runs another model's patcher (a refiner took
         over), patch that one too and load it again, as the swap did (sampling_prepare), since
         encoding the references may have moved models."""
-        if self.p.sd_model.forge_objects.unet is self.patched or not self.before_sampling(x):
+        patcher = self.p.sd_model.forge_objects.unet
+        # Per step, so the usual answer is cheap: FABRIC's clone, or a clone of it that a later
+        # script made, is in place.
+        if patcher is self.patched or self._carried_by(patcher) or not self.before_sampling(x):
             return
         from backend.sampling.sampling_function import sampling_prepare
 

@@ -148,8 +148,13 @@ def sample(p: P, hooks=(), *, steps: int = 4, size: int = 8, seeds=(1,), prompt=
     for hook in hooks:
         hook(p, x=x)
     batch = x.shape[0]
-    cond = [conds(model, [prompt] * batch, size)] + [conds(model, [f"{prompt} {i}"] * batch, size) for i in range(extra_conds)]
-    uncond = None if p.cfg_scale == 1 else [conds(model, [negative] * batch, size)]
+
+    def conditioning(model):
+        cond = [conds(model, [prompt] * batch, size)]
+        cond += [conds(model, [f"{prompt} {i}"] * batch, size) for i in range(extra_conds)]
+        return cond, None if p.cfg_scale == 1 else [conds(model, [negative] * batch, size)]
+
+    cond, uncond = conditioning(model)
     denoiser = SimpleNamespace(p=p)
     with torch.no_grad():
         for i in range(len(sig) - 1):
@@ -157,8 +162,7 @@ def sample(p: P, hooks=(), *, steps: int = 4, size: int = 8, seeds=(1,), prompt=
                 p.sd_model = model = refiner
                 model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()  # as loaded
                 sampling_prepare(model.forge_objects.unet, x)
-                cond = [conds(model, [prompt] * batch, size)]
-                uncond = None if p.cfg_scale == 1 else [conds(model, [negative] * batch, size)]
+                cond, uncond = conditioning(model)  # the refiner's text encoder (p.setup_conds)
             for callback in denoiser_callbacks:
                 callback(CFGDenoiserParams(x, None, sig[i], i, len(sig) - 1, cond, uncond, denoiser))
             patcher = model.forge_objects.unet
