@@ -38,13 +38,13 @@ def _import_engine():
 
 
 fabric = _import_engine()
-from fabric.api import create_router, install_request_validation  # noqa: E402
+from fabric.feedback.api import create_router, install_request_validation  # noqa: E402
 from fabric.errors import FabricInputError, FabricStoreError  # noqa: E402
 from fabric.hosts import host  # noqa: E402
 from fabric.hosts.webui import REFERENCE_ROWS, CannotServe, JobReport, opt  # noqa: E402
-from fabric.panel import FabricPanel  # noqa: E402
-from fabric.settings import Limits, parse_script_args  # noqa: E402
-from fabric.store import FeedbackStore  # noqa: E402
+from fabric.ui.panel import FabricPanel  # noqa: E402
+from fabric.feedback.settings import Limits, parse_script_args  # noqa: E402
+from fabric.feedback.store import FeedbackStore  # noqa: E402
 
 # Settings → FABRIC, its own section under the "Stable Diffusion" category (A1111 v1.7+ and Forge
 # group sections by OptionInfo.category_id, modules/options.py:14-21 and :246 in v1.10.1; without

@@ -50,7 +50,7 @@ def small_unet(seed: int = 0, *, y: bool = False, in_channels: int = 4) -> UNetM
 
 def sd15_unet() -> UNetModel:
     """The SD1.5 UNet configuration (configs/v1-inference.yaml, as the benchmark builds it)."""
-    from fabric.bench import SD15_CONFIG
+    from fabric.bench.engine_bench import SD15_CONFIG
 
     return randomize(UNetModel(image_size=32, **SD15_CONFIG), 0).eval()
 

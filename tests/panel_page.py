@@ -25,8 +25,8 @@ import gradio.routes
 from PIL import Image, ImageDraw
 
 from fabric.errors import FabricError
-from fabric.panel import FabricPanel, stand_in_tool_button
-from fabric.settings import POSITIONAL_ORDER, Limits, parse_script_args, settings_to_infotext
+from fabric.ui.panel import FabricPanel, stand_in_tool_button
+from fabric.feedback.settings import POSITIONAL_ORDER, Limits, parse_script_args, settings_to_infotext
 
 ROOT = Path(__file__).resolve().parent.parent
 

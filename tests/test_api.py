@@ -1,4 +1,4 @@
-"""fabric/api.py through FastAPI's test client (fastapi 0.94.0, starlette 0.26.1, as the webui pins)."""
+"""fabric/feedback/api.py through FastAPI's test client (fastapi 0.94.0, starlette 0.26.1, as the webui pins)."""
 import errno
 import hashlib
 import json
@@ -9,12 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.testclient import TestClient
 
-from fabric import api as api_module
-from fabric import store as store_module
-from fabric.api import FabricRequestValidation, create_router, install_request_validation
-from fabric.images import image_id
-from fabric.settings import Limits
-from fabric.store import FeedbackStore
+from fabric.feedback import api as api_module
+from fabric.feedback import store as store_module
+from fabric.feedback.api import FabricRequestValidation, create_router, install_request_validation
+from fabric.feedback.images import image_id
+from fabric.feedback.settings import Limits
+from fabric.feedback.store import FeedbackStore
 
 from payload_support import b64, data_url, encode, noise, picture, png_claiming, temp_files, tree
 
@@ -359,8 +359,8 @@ def test_bad_payloads_get_422_and_nothing_is_generated(host, client, args, field
 def test_each_inline_image_is_decoded_once_per_request(tmp_path, monkeypatch):
     """The edge checks and stores a request's inline images; the job's script, handed the same
     base64 text by the webui, finds them by id instead of decoding them again."""
-    from fabric import settings as settings_module
-    from fabric.settings import parse_script_args
+    from fabric.feedback import settings as settings_module
+    from fabric.feedback.settings import parse_script_args
 
     host = Host(tmp_path / "store")
     jobs = []

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from fabric import bench
+from fabric.bench import engine_bench as bench
 
 ROW_KEYS = {
     "refs_per_set", "batch", "latent", "f", "vanilla_s", "fabric_s", "ratio", "floor",

@@ -56,7 +56,7 @@ def assert_same_snapshot(a, b):
 
 
 def test_finds_every_self_attention_layer(unet):
-    names = [name for name, _ in fabric.engine.self_attention_layers(unet)]
+    names = [name for name, _ in fabric.engine.layers.self_attention_layers(unet)]
     assert len(names) == 7 and all(name.endswith("transformer_blocks.0.attn1") for name in names)
 
 
@@ -204,7 +204,7 @@ class ReferenceOnlyBlocks:
     it has no reference, as in its write pass)."""
 
     def __init__(self, unet, extra_tokens: int):
-        self.blocks = [m for m in unet.modules() if fabric.layers.is_transformer_block(m)]
+        self.blocks = [m for m in unet.modules() if fabric.engine.layers.is_transformer_block(m)]
         self.extra_tokens = extra_tokens
 
     def __enter__(self):
@@ -525,7 +525,7 @@ def test_sgm_blocks_with_keyword_calls_and_y():
     unet = with_sgm_blocks(small_unet(seed=3, y=True))
     from imaginairy.modules.sgm.attention import CrossAttention as SgmCrossAttention
 
-    layers = fabric.engine.self_attention_layers(unet)
+    layers = fabric.engine.layers.self_attention_layers(unet)
     assert len(layers) == 7 and all(isinstance(m, SgmCrossAttention) for _, m in layers)
     before = module_snapshot(unet)
     x, t, ctx = cfg_inputs()
@@ -568,7 +568,7 @@ def test_inpainting_unet_takes_extra_reference_channels():
 
 def test_full_size_sd15_unet_smoke():
     unet = sd15_unet()
-    assert len(fabric.engine.self_attention_layers(unet)) == 16
+    assert len(fabric.engine.layers.self_attention_layers(unet)) == 16
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 8, 8, generator=g).repeat(2, 1, 1, 1)
     ctx = torch.randn(2, 77, 768, generator=g)

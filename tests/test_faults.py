@@ -69,7 +69,7 @@ def fault_at(stage: str, fab: fabric.Fabric, step: int, counter: dict):
             return real(module, hidden)
         fab.project_kv = broken
     elif stage == "attention":
-        import fabric.injection as injection  # the engine's attn1 attends through fabric.injection
+        import fabric.engine.injection as injection  # the engine's attn1 attends through fabric.engine.injection
 
         real = injection.weighted_attention
 

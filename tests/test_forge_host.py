@@ -23,7 +23,7 @@ from reference_only import ReferenceOnly  # noqa: E402
 import fabric  # noqa: E402
 from fabric.hosts import forge  # noqa: E402
 from fabric.hosts.webui import CannotServe, JobReport, encode_reference  # noqa: E402
-from fabric.settings import FabricSettings, FeedbackImage, settings_to_infotext  # noqa: E402
+from fabric.feedback.settings import FabricSettings, FeedbackImage, settings_to_infotext  # noqa: E402
 from harness import test_image as picture  # noqa: E402
 
 ALL_STEPS = dict(start=0.0, end=1.0)
@@ -135,7 +135,7 @@ def test_a_model_without_a_discrete_unet_is_refused_before_anything_is_written(m
 
     with pytest.raises(CannotServe):
         forge.start_job(P(NoUnet()), settings(liked=list(images(1))), images(1), JobReport(P(NoUnet()), settings()))
-    assert forge._current_job is None
+    assert forge._current.job is None
 
 
 def test_attn1_locations_are_the_keys_forge_gives_replace_patches(model):

@@ -28,12 +28,12 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from fabric import store as store_module
-from fabric.api import FabricRequestValidation
+from fabric.feedback import store as store_module
+from fabric.feedback.api import FabricRequestValidation
 from fabric.errors import FabricInputError, FabricStoreError
-from fabric.images import image_id
-from fabric.settings import POSITIONAL_ORDER, FabricSettings, Limits, parse_script_args
-from fabric.store import FeedbackStore
+from fabric.feedback.images import image_id
+from fabric.feedback.settings import POSITIONAL_ORDER, FabricSettings, Limits, parse_script_args
+from fabric.feedback.store import FeedbackStore
 
 from payload_support import encode, picture, temp_files, tree
 

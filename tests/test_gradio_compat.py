@@ -1,4 +1,4 @@
-"""fabric.gradio_compat and the panel with the values gradio 4.40 (Forge) delivers.
+"""fabric.ui.gradio_compat and the panel with the values gradio 4.40 (Forge) delivers.
 
 CI has gradio 3.41 only, so the gradio 4 branches run here on plain data shaped as gradio 4.40
 hands it to event handlers (source: the gradio 4.40.0 wheel):
@@ -22,12 +22,12 @@ gr = pytest.importorskip("gradio", reason="gradio is not installed")
 
 from PIL import Image  # noqa: E402
 
-from fabric import gradio_compat  # noqa: E402
-from fabric.gradio_compat import file_name, gradio_file_dirs, image_source, js_event, upload_box  # noqa: E402
-from fabric.images import image_id  # noqa: E402
-from fabric.panel import FabricPanel  # noqa: E402
-from fabric.settings import Limits  # noqa: E402
-from fabric.store import FeedbackStore  # noqa: E402
+from fabric.ui import gradio_compat  # noqa: E402
+from fabric.ui.gradio_compat import file_name, gradio_file_dirs, image_source, js_event, upload_box  # noqa: E402
+from fabric.feedback.images import image_id  # noqa: E402
+from fabric.ui.panel import FabricPanel  # noqa: E402
+from fabric.feedback.settings import Limits  # noqa: E402
+from fabric.feedback.store import FeedbackStore  # noqa: E402
 
 
 class NamedString(str):

@@ -1,4 +1,4 @@
-"""fabric/images.py: decoding feedback images sent as text, safely, and naming them by pixels."""
+"""fabric/feedback/images.py: decoding feedback images sent as text, safely, and naming them by pixels."""
 import base64
 import re
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from fabric import images
+from fabric.feedback import images
 from fabric.errors import FabricInputError
-from fabric.images import decode_image, image_id
+from fabric.feedback.images import decode_image, image_id
 
 from payload_support import b64, data_url, encode, picture, png_claiming
 

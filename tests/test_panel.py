@@ -16,9 +16,9 @@ gr = pytest.importorskip("gradio", reason="gradio is not installed")
 from PIL import Image  # noqa: E402
 
 from fabric.errors import FabricStoreError  # noqa: E402
-from fabric.images import image_id  # noqa: E402
-from fabric.panel import FabricPanel, StandInAccordion  # noqa: E402
-from fabric.settings import (  # noqa: E402
+from fabric.feedback.images import image_id  # noqa: E402
+from fabric.ui.panel import FabricPanel, StandInAccordion  # noqa: E402
+from fabric.feedback.settings import (  # noqa: E402
     POSITIONAL_ORDER,
     FabricSettings,
     FeedbackImage,
@@ -26,7 +26,7 @@ from fabric.settings import (  # noqa: E402
     parse_script_args,
     settings_to_infotext,
 )
-from fabric.store import FeedbackStore  # noqa: E402
+from fabric.feedback.store import FeedbackStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -357,7 +357,7 @@ def test_remove_clear_and_weight(env):
 
 
 def test_state_from_the_page_is_sanitised(env):
-    from fabric.panel import _entries
+    from fabric.ui.panel import _entries
 
     good = "0123456789abcdef"
     junk = [

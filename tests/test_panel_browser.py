@@ -20,8 +20,8 @@ pytest.importorskip("gradio", reason="gradio is not installed")
 
 from PIL import Image  # noqa: E402
 
-from fabric.settings import Limits  # noqa: E402
-from fabric.store import FeedbackStore  # noqa: E402
+from fabric.feedback.settings import Limits  # noqa: E402
+from fabric.feedback.store import FeedbackStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"

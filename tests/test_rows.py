@@ -1,5 +1,5 @@
-from fabric.rows import RowTracker
-from fabric.schedule import DISLIKED as D, LIKED as L
+from fabric.engine.rows import RowTracker
+from fabric.engine.schedule import DISLIKED as D, LIKED as L
 
 
 def test_one_call_with_all_rows():

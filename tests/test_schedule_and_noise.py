@@ -1,8 +1,8 @@
 import torch
 
 from engine_support import alphas_cumprod
-from fabric.noise import alpha_bar, noise_seed, noised_latent, reference_noise
-from fabric.schedule import DISLIKED, LIKED, Schedule
+from fabric.engine.noise import alpha_bar, noise_seed, noised_latent, reference_noise
+from fabric.engine.schedule import DISLIKED, LIKED, Schedule
 
 
 def test_schedule_window_and_negative_scale():

@@ -14,18 +14,14 @@ import harness  # noqa: E402
 from modules import shared  # noqa: E402
 
 import fabric.engine  # noqa: E402
-from fabric.settings import INFOTEXT_KEYS  # noqa: E402
+from fabric.feedback.settings import INFOTEXT_KEYS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ui = harness.Webui(tmp_path_factory.mktemp("webui"))
-    ui.liked = ui.add_image(1)
-    yield ui
-    ui.close()
-    torch.set_num_threads(threads)
+    with harness.started_webui(tmp_path_factory.mktemp("webui")) as ui:
+        ui.liked = ui.add_image(1)
+        yield ui
 
 
 @pytest.fixture
@@ -71,4 +67,4 @@ def test_a_model_fabric_cannot_serve_is_said_once_before_the_job(ui, monkeypatch
     assert torch.equal(out.samples, vanilla.samples)
     assert p.extra_generation_params["FABRIC error"] == "CannotServe"
     assert_said_once_and_claims_nothing(p)
-    assert ui.host._current_job is None
+    assert ui.host._current.job is None

@@ -31,13 +31,9 @@ LONG_PROMPT = " ".join(f"word{i}" for i in range(80))  # 2 chunks (154 tokens) v
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread is ~50x faster than two under load
-    ui = harness.Webui(tmp_path_factory.mktemp("webui"))
-    ui.images = {name: ui.add_image(seed) for seed, name in enumerate(["a", "b", "c", "d"], start=1)}
-    yield ui
-    ui.close()
-    torch.set_num_threads(threads)
+    with harness.started_webui(tmp_path_factory.mktemp("webui")) as ui:
+        ui.images = {name: ui.add_image(seed) for seed, name in enumerate(["a", "b", "c", "d"], start=1)}
+        yield ui
 
 
 @pytest.fixture
@@ -492,7 +488,7 @@ def test_script_unload_and_end_job_leave_nothing_attached(ui):
         assert not is_clean(ui.model.model.diffusion_model)
         cleanup()
         assert_all_clean()
-        assert ui.host._current_job is None
+        assert ui.host._current.job is None
 
 
 class CountingSdp(sd_hijack.sd_hijack_optimizations.SdOptimizationSdp):
@@ -676,7 +672,7 @@ def test_an_interrupted_job_completes_and_leaves_nothing_attached(ui):
     # state.sampling_step lags one call (the sampler's callback sets it): calls 0-3 of 6 ran
     assert len(ui.model.unet_calls) == 4 and shared.state.interrupted
     assert_all_clean()
-    assert ui.host._current_job is None
+    assert ui.host._current.job is None
     script_callbacks.remove_callbacks_for_function(interrupt_after_step_2)
     vanilla, _ = ui.vanilla()
     after, _ = ui.job()

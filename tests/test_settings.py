@@ -1,4 +1,4 @@
-"""fabric/settings.py: FABRIC's script arguments in both forms, their errors, and infotext."""
+"""fabric/feedback/settings.py: FABRIC's script arguments in both forms, their errors, and infotext."""
 import dataclasses
 import json
 import math
@@ -7,8 +7,8 @@ import re
 import pytest
 
 from fabric.errors import FabricInputError, FabricNotFoundError
-from fabric.images import image_id
-from fabric.settings import (
+from fabric.feedback.images import image_id
+from fabric.feedback.settings import (
     DEFAULTS,
     INFOTEXT_KEYS,
     FabricSettings,
@@ -21,7 +21,7 @@ from fabric.settings import (
     settings_to_info_dict,
     settings_to_infotext,
 )
-from fabric.store import FeedbackStore
+from fabric.feedback.store import FeedbackStore
 
 from payload_support import b64, data_url, picture, tree
 

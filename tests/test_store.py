@@ -1,4 +1,4 @@
-"""fabric/store.py: the content-addressed feedback store and its presets."""
+"""fabric/feedback/store.py: the content-addressed feedback store and its presets."""
 import errno
 import os
 import threading
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fabric import store as store_module
+from fabric.feedback import store as store_module
 from fabric.errors import FabricInputError, FabricNotFoundError, FabricStoreError
-from fabric.images import image_id
-from fabric.store import FeedbackStore, check_preset_name
+from fabric.feedback.images import image_id
+from fabric.feedback.store import FeedbackStore, check_preset_name
 
 from payload_support import encode, picture, png_claiming, temp_files, tree
 

@@ -11,8 +11,8 @@ import multiprocessing
 import os
 
 from fabric.errors import FabricNotFoundError
-from fabric.images import image_id
-from fabric.store import FeedbackStore
+from fabric.feedback.images import image_id
+from fabric.feedback.store import FeedbackStore
 
 from payload_support import picture
 

@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from fabric.attention import weighted_attention
-from fabric.tokens import pool_tokens, token_grid
+from fabric.engine.attention import weighted_attention
+from fabric.engine.tokens import pool_tokens, token_grid
 
 
 def test_token_grid():

@@ -1,4 +1,4 @@
-"""fabric/webui_bench.py's machinery against a stand-in webui served on loopback.
+"""fabric/bench/webui_bench.py's machinery against a stand-in webui served on loopback.
 
 The stand-in serves the real `/fabric/v1` router on a real store, and a `/sdapi/v1/txt2img` that
 answers as the webui's API does (v1.10.1 modules/api/api.py: `{"images": [base64 PNG], "info":
@@ -17,10 +17,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from fabric import webui_bench
-from fabric.api import create_router
-from fabric.settings import Limits, parse_script_args, settings_to_infotext
-from fabric.store import FeedbackStore
+from fabric.bench import webui_bench
+from fabric.feedback.api import create_router
+from fabric.feedback.settings import Limits, parse_script_args, settings_to_infotext
+from fabric.feedback.store import FeedbackStore
 
 
 class StandinWebui:

@@ -1,10 +1,10 @@
-"""fabric.attention against the paper's explicit formula: multiply probabilities, renormalise."""
+"""fabric.engine.attention against the paper's explicit formula: multiply probabilities, renormalise."""
 import itertools
 
 import pytest
 import torch
 
-from fabric.attention import weighted_attention
+from fabric.engine.attention import weighted_attention
 
 
 def explicit(q, k, v, weights):

@@ -21,11 +21,11 @@ import torch
 from modules import devices, script_callbacks, shared
 
 from .. import engine as fabric_engine
-from ..layers import self_attention_layers
-from ..references import LatentCache, Reference
-from ..rows import RowTracker
-from ..schedule import DISLIKED, LIKED, Schedule
-from .webui import REFERENCE_ROWS, CannotServe, JobReport, forked_rng, opt, seed_from
+from ..engine.layers import self_attention_layers
+from ..engine.references import LatentCache, Reference
+from ..engine.rows import RowTracker
+from ..engine.schedule import DISLIKED, LIKED, Schedule
+from .webui import REFERENCE_ROWS, CannotServe, CurrentJob, JobReport, forked_rng, opt, seed_from
 from .webui import encode_reference as _encode_reference
 
 NAME = "AUTOMATIC1111"
@@ -190,15 +190,14 @@ class _Job:
         self.rows.clear()
 
 
-_current_job: _Job | None = None
+_current = CurrentJob()
 
 
 def start_job(p, settings, images: dict, report: JobReport) -> None:
     """Open FABRIC's job for p; CannotServe when the loaded model has no UNet FABRIC can attach to."""
-    global _current_job
     end_job()
     _unet_of(shared.sd_model)
-    _current_job = _Job(p, settings, images, report)
+    _current.open(_Job(p, settings, images, report))
 
 
 def before_sampling(p, **kwargs) -> None:
@@ -206,9 +205,9 @@ def before_sampling(p, **kwargs) -> None:
 
 
 def finish_job(p) -> None:
-    job = _current_job
+    job = _current.of(p)
     end_job()
-    if job is not None and job.p is p and job.fabric is not None:
+    if job is not None and job.fabric is not None:
         print(
             f"FABRIC: {job.fabric.calls_with_feedback} UNet calls with feedback, "
             f"{job.fabric.reference_passes} reference passes "
@@ -219,10 +218,9 @@ def finish_job(p) -> None:
 
 def end_job() -> None:
     """Detach FABRIC from the job's UNet and from every loaded model's UNet; idempotent."""
-    global _current_job
-    if _current_job is not None:
-        _current_job.detach()
-        _current_job = None
+    job = _current.take()
+    if job is not None:
+        job.detach()
     for unet in _loaded_unets():
         fabric_engine.detach(unet)
 
@@ -242,7 +240,7 @@ def _loaded_unets():
 
 
 def on_cfg_denoiser(params) -> None:
-    job = _current_job
+    job = _current.job
     if job is None:
         return
     denoiser_p = getattr(getattr(params, "denoiser", None), "p", job.p)

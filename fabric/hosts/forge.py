@@ -26,7 +26,7 @@ Facts relied on (file:line at dfdcbab6):
 - The discrete timestep of a sigma is `predictor.timestep(sigma)` (backend/modules/k_model.py:35,
   k_prediction.py:148-151, nearest of the 1000), and the UNet's input is the latent scaled to
   unit variance, x / sqrt(sigma^2 + 1) (k_prediction.py:74-79): a reference noised by
-  fabric.noise.noised_latent with abar = 1 / (1 + sigma^2) (k_prediction.py:129) is that input.
+  fabric.engine.noise.noised_latent with abar = 1 / (1 + sigma^2) (k_prediction.py:129) is that input.
 - The refiner: mid-pass, the CFG denoiser swaps `shared.sd_model` (which is `p.sd_model`,
   processing.py:262-264) for the refiner checkpoint, loads its patcher with sampling_prepare
   (sd_samplers_common.py:166-211) and samples on with that model's own `forge_objects.unet`
@@ -56,12 +56,12 @@ import torch
 
 from modules import devices, prompt_parser
 
-from ..injection import attend_with_references, blend_with_references
-from ..noise import noised_latent
-from ..references import LatentCache, Reference
-from ..schedule import DISLIKED, LIKED, Schedule
-from ..tokens import pool_tokens
-from .webui import CannotServe, JobReport, forked_rng, opt, seed_from
+from ..engine.injection import attend_with_references, blend_with_references
+from ..engine.noise import noised_latent
+from ..engine.references import LatentCache, Reference
+from ..engine.schedule import DISLIKED, LIKED, Schedule
+from ..engine.tokens import pool_tokens
+from .webui import CannotServe, CurrentJob, JobReport, forked_rng, opt, seed_from
 from .webui import encode_reference as _encode_reference
 
 NAME = "Forge"
@@ -453,41 +453,39 @@ class _Job:
         self.images = {}
 
 
-_current_job: _Job | None = None
+_current = CurrentJob()
 
 
 def start_job(p, settings, images: dict, report: JobReport) -> None:
     """Open FABRIC's job for p; CannotServe when the loaded model is not one FABRIC can serve."""
-    global _current_job
     end_job()
     _servable(p.sd_model)
-    _current_job = _Job(p, settings, images, report)
+    _current.open(_Job(p, settings, images, report))
 
 
 def before_sampling(p, **kwargs) -> None:
-    job = _current_job
-    if job is not None and job.p is p and "x" in kwargs:
+    job = _current.of(p)
+    if job is not None and "x" in kwargs:
         job.before_sampling(kwargs["x"])
 
 
 def finish_job(p) -> None:
-    job = _current_job
+    job = _current.of(p)
     end_job()
-    if job is not None and job.p is p:
+    if job is not None:
         print(f"FABRIC: {job.calls_with_feedback} UNet calls with feedback, {job.reference_passes} reference passes",
               file=sys.stderr)
 
 
 def end_job() -> None:
     """Close the current job; idempotent. Forge drops the patched clone at the next pass itself."""
-    global _current_job
-    if _current_job is not None:
-        _current_job.close()
-        _current_job = None
+    job = _current.take()
+    if job is not None:
+        job.close()
 
 
 def on_cfg_denoiser(params) -> None:
-    job = _current_job
+    job = _current.job
     if job is None or job.closed or getattr(getattr(params, "denoiser", None), "p", job.p) is not job.p:
         return
     try:

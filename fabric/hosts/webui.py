@@ -13,7 +13,7 @@ import torch
 
 from modules import devices, images, shared
 
-from ..settings import INFOTEXT_KEYS, settings_to_infotext
+from ..feedback.settings import INFOTEXT_KEYS, settings_to_infotext
 
 # Settings choice -> the A1111 engine's fuse_reference_rows (Forge runs separate reference calls).
 REFERENCE_ROWS = {"Auto": None, "In the generation's UNet call where safe": True, "In separate UNet calls": False}
@@ -54,6 +54,28 @@ def encode_reference(image, image_id: str, height: int, width: int, sd_model=Non
         method = sd_samplers_common.approximation_indexes.get(shared.opts.sd_vae_encode_method, 0)
         latent = sd_samplers_common.images_tensor_to_samples(pixels, method, sd_model or shared.sd_model)
     return latent[0].detach().float().cpu()
+
+
+class CurrentJob:
+    """The FABRIC job of the generation under way, in each host's adapter. One at a time: the
+    webui runs one generation at a time (its queue lock), and a job left open by a failed
+    generation is closed by the next start_job."""
+
+    def __init__(self) -> None:
+        self.job = None
+
+    def open(self, job) -> None:
+        self.job = job
+
+    def of(self, p):
+        """The open job if it is p's, else None (another script's nested processing, say)."""
+        job = self.job
+        return job if job is not None and job.p is p else None
+
+    def take(self):
+        """The open job, which is no longer open; None if there was none."""
+        job, self.job = self.job, None
+        return job
 
 
 class JobReport:

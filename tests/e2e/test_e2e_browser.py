@@ -5,7 +5,7 @@ installed).  Generations are 64x64 with 4 steps; on a CPU they take seconds to h
 the waits are long.  Screenshots of each stage go to tests/artifacts/e2e/ (git-ignored).
 
 The store is the webui's own: ids are checked against GET /fabric/v1/images, and against the id
-computed from the pixels of the file the output gallery shows (fabric.images.image_id), so the
+computed from the pixels of the file the output gallery shows (fabric.feedback.images.image_id), so the
 image that was liked is the one that was on screen.  Set FABRIC_DOCS_SCREENSHOTS=1 to also write
 the README's pictures, docs/webui-light.png and docs/webui-dark.png: txt2img with the FABRIC
 accordion open (a liked and a disliked image) beside an output made with them, its 👍/👎 buttons
@@ -24,7 +24,7 @@ from browser_support import chromium, playwright_api  # skips this module withou
 
 from PIL import Image  # noqa: E402
 
-from fabric.images import image_id  # noqa: E402
+from fabric.feedback.images import image_id  # noqa: E402
 from webui_client import gradient  # noqa: E402
 
 URL = os.environ.get("FABRIC_WEBUI_URL", "").rstrip("/")

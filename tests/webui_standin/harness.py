@@ -25,6 +25,7 @@ for _path in (str(TESTS_DIR), str(STANDIN_DIR)):
     sys.path.insert(0, _path)
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fake_models  # noqa: E402
@@ -68,6 +69,20 @@ def test_image(seed: int, width: int = 96, height: int = 80) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
+@contextlib.contextmanager
+def started_webui(tmp: Path):
+    """A stand-in webui with the script loaded, at one torch thread (2 shared cores: one thread is
+    ~50x faster than two under load); closed, and the thread count put back, afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ui = Webui(tmp)
+    try:
+        yield ui
+    finally:
+        ui.close()
+        torch.set_num_threads(threads)
+
+
 class Webui:
     def __init__(self, tmp: Path):
         self.tmp = Path(tmp)
@@ -78,9 +93,9 @@ class Webui:
             raise RuntimeError(f"loading the script failed: {errors.reported}") from errors.reported[0][1]
         self.module = next(s.module for s in scripts.scripts_data if s.path == str(SCRIPT_PATH))
         self.host = sys.modules["fabric.hosts"].host  # the host adapter the script picked: A1111's here
-        import fabric.settings
+        import fabric.feedback.settings
 
-        self.settings = fabric.settings
+        self.settings = fabric.feedback.settings
         script_callbacks.ui_settings_callback()
         self.runner = scripts.ScriptRunner()
         self.runner.initialize_scripts(False)
@@ -93,7 +108,7 @@ class Webui:
         self.script = next(s for s in self.runner.alwayson_scripts if s.title() == "FABRIC")
         self.default_script_args = self.runner.default_script_args()
         self.fabric_callbacks = {k: list(v) for k, v in script_callbacks.callback_map.items()}
-        from fabric.store import FeedbackStore
+        from fabric.feedback.store import FeedbackStore
 
         self.store_dir = self.tmp / "store"
         self.store = FeedbackStore(self.store_dir)
@@ -132,7 +147,7 @@ class Webui:
         return self.store.add(test_image(seed, **size))
 
     def args(self, **settings) -> list:
-        """FABRIC's positional script args (fabric.settings.POSITIONAL_ORDER), defaults elsewhere."""
+        """FABRIC's positional script args (fabric.feedback.settings.POSITIONAL_ORDER), defaults elsewhere."""
         values = dict(self.settings.DEFAULTS)
         unknown = set(settings) - set(values)
         assert not unknown, unknown
@@ -196,7 +211,7 @@ class Recorder:
 
     def __init__(self, monkeypatch):
         import fabric.engine
-        import fabric.rows
+        import fabric.engine.rows
 
         self.entries: list[dict] = []
         self.encodes: list[tuple[str, int, int]] = []
@@ -215,7 +230,7 @@ class Recorder:
 
         script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="test recorder")
 
-        original_take = fabric.rows.RowTracker.take
+        original_take = fabric.engine.rows.RowTracker.take
 
         def take(self, n_rows):
             roles = original_take(self, n_rows)
@@ -235,7 +250,7 @@ class Recorder:
                     })
             return original_inputs(self, names, x, timesteps)
 
-        monkeypatch.setattr(fabric.rows.RowTracker, "take", take)
+        monkeypatch.setattr(fabric.engine.rows.RowTracker, "take", take)
         monkeypatch.setattr(fabric.engine.Fabric, "_reference_inputs", reference_inputs)
 
     def passes(self, set_name=None, hr=None):

@@ -1,7 +1,7 @@
 """The FABRIC panel: liked and disliked galleries, the 👍/👎 buttons, upload, presets.
 
 Plain gradio, no ``modules.*``; gradio 3.41 (AUTOMATIC1111) and 4.40 (Forge) alike, with what differs
-between them in :mod:`fabric.gradio_compat`.  The webui script builds it inside ``ui()`` and hands
+between them in :mod:`fabric.ui.gradio_compat`.  The webui script builds it inside ``ui()`` and hands
 over the webui's ``InputAccordion`` and ``ToolButton``; tests build it in a bare ``gr.Blocks`` with the
 stand-ins below.  The liked and disliked sets live in two hidden ``gr.JSON`` components (lists of
 ``{"id", "weight"}``) that are script arguments, so every browser session has its own sets and the
@@ -35,10 +35,10 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 import gradio as gr
 from PIL import Image
 
-from .errors import FabricError, FabricInputError
+from ..errors import FabricError, FabricInputError
 from .gradio_compat import file_name, gradio_file_dirs, image_source, js_event, upload_box
-from .images import ID_PATTERN, decode_image, to_rgb
-from .settings import INFOTEXT_KEYS, MAX_WEIGHT, settings_from_infotext
+from ..feedback.images import ID_PATTERN, decode_image, to_rgb
+from ..feedback.settings import INFOTEXT_KEYS, MAX_WEIGHT, settings_from_infotext
 
 __all__ = ["FabricPanel", "StandInAccordion", "stand_in_tool_button", "KINDS"]
 
@@ -106,9 +106,9 @@ class FabricPanel:
 
     Build it inside an open ``gr.Blocks`` (the webui script: inside ``ui()``).
 
-    get_store: returns the :class:`fabric.store.FeedbackStore` (called on every event, so the
+    get_store: returns the :class:`fabric.feedback.store.FeedbackStore` (called on every event, so the
         store location setting can change without a restart).
-    get_limits: returns the current :class:`fabric.settings.Limits`.
+    get_limits: returns the current :class:`fabric.feedback.settings.Limits`.
     accordion_factory: ``factory(False, label="FABRIC", elem_id=...)`` returning a checkbox usable
         as a context manager (the webui's ``InputAccordion``); defaults to :class:`StandInAccordion`.
     tool_button_factory: ``factory(text, elem_id=..., tooltip=...)`` (the webui's ``ToolButton``).
@@ -118,7 +118,7 @@ class FabricPanel:
         ``ui_tempdir.check_tmp_file(shared.demo, name)``).
     allowed_dirs: returns extra folders whose files may be read (the webui's temp_dir setting).
 
-    Attributes: ``controls`` (the script's inputs in ``fabric.settings.POSITIONAL_ORDER``),
+    Attributes: ``controls`` (the script's inputs in ``fabric.feedback.settings.POSITIONAL_ORDER``),
     ``infotext_fields``, ``enabled``, ``liked``/``disliked`` (the JSON states), the galleries,
     sliders and buttons, and ``status`` (the message line).
     """
@@ -489,12 +489,11 @@ class FabricPanel:
         return gr.update(choices=self._preset_names())
 
     def save_preset(self, name: Any, liked: Any, disliked: Any):
-        liked, disliked = _entries(liked), _entries(disliked)
-        if not isinstance(name, str) or not name.strip():
+        liked, disliked, name = _entries(liked), _entries(disliked), _preset_name(name)
+        if name is None:
             return gr.update(), self._refuse("Type a name for the preset first.")
         if not liked and not disliked:
             return gr.update(), self._refuse("Nothing to save: both sets are empty.")
-        name = name.strip()
         try:
             store = self._get_store()
             replaced = name in self._preset_names(store)
@@ -508,11 +507,12 @@ class FabricPanel:
         )
 
     def load_preset(self, name: Any):
-        if not isinstance(name, str) or not name.strip():
+        name = _preset_name(name)
+        if name is None:
             return gr.update(), gr.update(), self._refuse("Pick a preset to load."), gr.update()
         try:
             store = self._get_store()
-            preset = store.load_preset(name.strip())
+            preset = store.load_preset(name)
             limit = self._get_limits().max_images_per_set
         except FabricError as exc:
             return gr.update(), gr.update(), self._refuse(exc), gr.update()
@@ -535,15 +535,16 @@ class FabricPanel:
         return sets["liked"], sets["disliked"], status, (gr.update(value=True) if loaded else gr.update())
 
     def delete_preset(self, name: Any):
-        if not isinstance(name, str) or not name.strip():
+        name = _preset_name(name)
+        if name is None:
             return gr.update(), self._refuse("Pick a preset to delete.")
         try:
-            self._get_store().delete_preset(name.strip())
+            self._get_store().delete_preset(name)
         except FabricError as exc:
             return gr.update(), self._refuse(exc)
         return (
             gr.update(choices=self._preset_names(), value=None),
-            _message(f"Deleted preset {name.strip()!r} (its images stay in the store).", "ok"),
+            _message(f"Deleted preset {name!r} (its images stay in the store).", "ok"),
         )
 
     def gallery_value(self, entries: Sequence[dict]) -> List[Tuple[Any, Optional[str]]]:
@@ -726,6 +727,11 @@ class FabricPanel:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _preset_name(name: Any) -> Optional[str]:
+    """The preset name the user typed or picked, stripped; None when there is none."""
+    return name.strip() if isinstance(name, str) and name.strip() else None
 
 
 def _entries(value: Any) -> List[dict]:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from collections import OrderedDict
 
-from .errors import FabricInputError, FabricNotFoundError
+from ..errors import FabricInputError, FabricNotFoundError
 from .images import ID_PATTERN, decode_image, image_id
 
 __all__ = [

@@ -27,7 +27,7 @@ every attn1; nothing else is touched and detach removes exactly those. Per UNet 
      or its modules. Each set has its own calls, so that a set's tokens never depend on the
      other set.
 3. The main pass runs; in each attn1, the rows of a set attend over [own tokens ; the set's
-   tokens] with log(weight) on the reference keys (fabric.attention). Rows without a set go
+   tokens] with log(weight) on the reference keys (fabric.engine.attention). Rows without a set go
    through the host's own attention, unchanged.
 
 The host's attention implementation is called as `type(module).forward` at call time, so a webui

@@ -6,7 +6,7 @@ attend_with_references; hosts that hand an attention patch projected tensors (Fo
 replace patches receive q, k, v as [B, tokens, heads * dim_head]) call it directly.
 
 - attend_with_references: the rows attend over [own keys ; reference keys] with bias log(w) on
-  the reference keys (the paper's Eq. 2, fabric.attention), as the engine does.
+  the reference keys (the paper's Eq. 2, fabric.engine.attention), as the engine does.
 - blend_with_references: the same split of attention mass between the row's own keys and the
   references, where another extension's attention stands in for the attention over the own keys
   (Forge's reference_only adds its own keys there). With the host's plain attention in that role

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import FabricInputError
+from ..errors import FabricInputError
 
 __all__ = ["ACCEPTED_FORMATS", "decode_image", "image_id", "to_rgb", "ID_PATTERN"]
 

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from .errors import FabricInputError, FabricNotFoundError, FabricStoreError
+from ..errors import FabricInputError, FabricNotFoundError, FabricStoreError
 from .images import decode_image
 from .settings import Limits, parse_feedback_sets, parse_script_args
 from .store import FeedbackStore, check_image_id, check_preset_name

@@ -3,7 +3,7 @@
 Layout under ``root`` (chosen by the caller, outside the extension's folder so that updating or
 reinstalling the extension loses nothing)::
 
-    images/<id>.png        one RGB PNG per picture, id = fabric.images.image_id(pixels)
+    images/<id>.png        one RGB PNG per picture, id = fabric.feedback.images.image_id(pixels)
     presets/<key>.json     {"version": 1, "name": ..., "liked": [...], "disliked": [...]}
     .lock                  locked around every change, so that processes can share the folder
 
@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from PIL import Image
 
-from .errors import FabricInputError, FabricNotFoundError, FabricStoreError
+from ..errors import FabricInputError, FabricNotFoundError, FabricStoreError
 from .images import ID_PATTERN, image_id, to_rgb
 
 __all__ = [

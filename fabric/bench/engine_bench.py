@@ -15,7 +15,7 @@ strength 0.8, neg_scale 0.5), interleaved in the same run, and prints:
 2. Where the time of a scheduled step goes: the reference pass and the main pass (for runs whose
    references ran in UNet calls of their own; the "references" column says where they ran:
    "in call" is the engine's default where safe, --separate-passes forces the fallback).
-3. The weighted attention (fabric.attention.weighted_attention) against plain SDPA of the same
+3. The weighted attention (fabric.engine.attention.weighted_attention) against plain SDPA of the same
    shapes without weights, for SD1.5's attn1 shapes at the benchmark's latent sizes.
 
 Sizes. CPU: --quick latent 16x16, 1 and 2 references per set, batch 1 and 2, 4 steps, 3 timed
@@ -60,10 +60,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .attention import weighted_attention
-from .engine import Fabric
-from .references import LatentCache, Reference
-from .schedule import DISLIKED, LIKED, Schedule
+from ..engine.attention import weighted_attention
+from ..engine.unet_hooks import Fabric
+from ..engine.references import LatentCache, Reference
+from ..engine.schedule import DISLIKED, LIKED, Schedule
+from ..sampler import EulerSampler, alphas_cumprod, clock, elapsed
 from .text_table import text_table
 
 # configs/v1-inference.yaml of Stable Diffusion 1.x.
@@ -132,12 +133,6 @@ def build_unet(config: dict, device: torch.device, dtype: torch.dtype, seed: int
         for buffer in unet.buffers():
             buffer.zero_()
     return unet.to(dtype).eval().requires_grad_(False)
-
-
-def alphas_cumprod(num_timesteps: int = 1000) -> torch.Tensor:
-    """SD1.5's scaled-linear beta schedule (linear_start 0.00085, linear_end 0.012)."""
-    betas = torch.linspace(0.00085**0.5, 0.0120**0.5, num_timesteps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, 0).float()
 
 
 def attn1_shapes(config: dict, latent: int) -> list[tuple[str, int, int, int, int]]:
@@ -253,78 +248,6 @@ class PeakMemory:
             return
         result["peak_mb"] = peak
         result["work_mb"] = peak - base
-
-
-def clock() -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds): a step's time is the difference of two readings."""
-    return time.perf_counter(), time.process_time()
-
-
-def elapsed(begin: tuple[float, float]) -> tuple[float, float]:
-    now = clock()
-    return now[0] - begin[0], now[1] - begin[1]
-
-
-# -- sampling -------------------------------------------------------------------------------------
-
-
-class EulerSampler:
-    """k-diffusion's Euler on the discrete schedule of a CompVis model, CFG in one UNet call."""
-
-    def __init__(self, unet, alphas: torch.Tensor, steps: int, device: torch.device, dtype: torch.dtype):
-        self.unet = unet
-        self.device = device
-        self.dtype = dtype
-        self.log_sigmas = (((1 - alphas.double()) / alphas.double()) ** 0.5).log()
-        t = torch.linspace(len(alphas) - 1, 0, steps, dtype=torch.float64)
-        sigmas = self.t_to_sigma(t)
-        self.sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
-        self.timesteps = [float(self.sigma_to_t(s)) for s in sigmas]
-
-    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
-        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
-        return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
-
-    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        log_sigma = sigma.log()
-        dists = log_sigma - self.log_sigmas[:, None]
-        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=len(self.log_sigmas) - 2)
-        high = low + 1
-        lo, hi = self.log_sigmas[low], self.log_sigmas[high]
-        w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
-        return ((1 - w) * low + w * high).view(())
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def sample(self, noise, cond, uncond, steps: int | None = None, after_step: Callable[[], None] | None = None):
-        """Latents [B, 4, h, w] and the (wall, CPU) seconds of each step."""
-        x = noise.to(self.device, torch.float32) * self.sigmas[0].item()
-        context = torch.cat([cond, uncond]).to(self.device, self.dtype)
-        autocast = (
-            torch.autocast("cuda", dtype=self.dtype)
-            if self.device.type == "cuda" and self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
-        times = []
-        n_steps = len(self.timesteps) if steps is None else steps
-        for i in range(n_steps):
-            self.sync()
-            begin = clock()
-            sigma, sigma_next = self.sigmas[i].item(), self.sigmas[i + 1].item()
-            x_in = torch.cat([x, x]) * (1.0 / math.sqrt(sigma * sigma + 1.0))
-            t_in = torch.full((x_in.shape[0],), self.timesteps[i], device=self.device, dtype=torch.float32)
-            with torch.no_grad(), autocast:
-                eps = self.unet(x_in.to(self.dtype), t_in, context=context).float()
-            eps_cond, eps_uncond = eps.chunk(2)
-            eps = eps_uncond + CFG_SCALE * (eps_cond - eps_uncond)
-            x = x + eps * (sigma_next - sigma)  # Euler: d = (x - denoised) / sigma = eps
-            self.sync()
-            times.append(elapsed(begin))
-            if after_step is not None:
-                after_step()
-        return x, times
 
 
 # -- the benchmark --------------------------------------------------------------------------------
@@ -448,7 +371,7 @@ class Bench:
         measure = self.memory.measure() if memory else contextlib.nullcontext()
         with measure as peak:
             if fab is None:
-                out, times = self.sampler.sample(noise, cond, uncond, steps)
+                out, times = self.sampler.sample(noise, cond, uncond, CFG_SCALE, steps)
             else:
                 step_reference_s = []
                 with fab:
@@ -474,7 +397,7 @@ class Bench:
             per_step.append(tuple(fab._bench_reference_s))
             fab._bench_reference_s = [0.0, 0.0]
 
-        return self.sampler.sample(noise, cond, uncond, steps, after_step)
+        return self.sampler.sample(noise, cond, uncond, CFG_SCALE, steps, after_step)
 
     # -- tables ---------------------------------------------------------------------------------
 
