@@ -39,6 +39,7 @@ def _import_engine():
 
 fabric = _import_engine()
 from fabric.feedback.api import create_router, install_request_validation  # noqa: E402
+from fabric.engine.prompt_dropout import drop_words  # noqa: E402
 from fabric.errors import FabricInputError, FabricStoreError  # noqa: E402
 from fabric.hosts import host  # noqa: E402
 from fabric.hosts.webui import REFERENCE_ROWS, CannotServe, JobReport, opt  # noqa: E402
@@ -171,6 +172,7 @@ class FabricScript(scripts.Script):
 
     def process(self, p, *args):
         end_job()
+        self._report = None
         try:
             settings = parse_script_args(list(args), store=get_store(), limits=get_limits(), from_hook=True)
             settings = _apply_xyz_overrides(p, settings)
@@ -181,9 +183,12 @@ class FabricScript(scripts.Script):
         except (FabricInputError, FabricStoreError) as error:
             # The HTTP edge refuses bad API payloads before a job starts; this is the UI, a deleted
             # or damaged store file, or a caller that bypassed the edge. Generate without FABRIC.
+            if not _asks_for_fabric(args):
+                return
             message = f"FABRIC is off for this job: {error}"
             print(message, file=sys.stderr)
-            p.comment(message)
+            p.comment(message)  # the UI's html_info shows comments; the API's info does not
+            p.extra_generation_params[JobReport.NOTE] = f"off for this job: {error}"
             return
         report = JobReport(p, settings)
         try:
@@ -191,13 +196,53 @@ class FabricScript(scripts.Script):
         except CannotServe as error:
             report.failed(error, applied=False)
             return
+        self._report = report
         report.applying()
+
+    def process_batch(self, p, *args, **kwargs):
+        # Right before the webui computes this batch's conditioning from p.prompts; the infotext
+        # keeps the prompt as typed (p.all_prompts), beside FABRIC's dropout setting.
+        report = self._report_of(p)
+        if report is None or report.settings.prompt_dropout <= 0:
+            return
+        rate, seeds = report.settings.prompt_dropout, list(p.seeds)
+        for name in ("prompts", "hr_prompts"):
+            prompts = getattr(p, name, None)
+            if isinstance(prompts, list) and len(prompts) == len(seeds):
+                setattr(p, name, [drop_words(prompt, rate, seed) for prompt, seed in zip(prompts, seeds)])
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         host.before_sampling(p, **kwargs)
 
+    def postprocess_batch(self, p, *args, **kwargs):
+        # After a batch is sampled and before its images' infotexts are written: the note of
+        # what FABRIC did not apply so far reaches those infotexts (and the API's info).
+        report = self._report_of(p)
+        if report is not None:
+            report.batch_done()
+
     def postprocess(self, p, processed, *args):
         host.finish_job(p)
+        report = self._report_of(p)
+        if report is not None:
+            report.finish()
+            note = p.extra_generation_params.get(JobReport.NOTE)
+            if note is not None and processed is not None and hasattr(processed, "extra_generation_params"):
+                processed.extra_generation_params[JobReport.NOTE] = note
+        self._report = None
+
+    def _report_of(self, p):
+        report = getattr(self, "_report", None)
+        return report if report is not None and report.p is p else None
+
+
+def _asks_for_fabric(args) -> bool:
+    """Whether raw script args switch FABRIC on, read without validating them: a job whose
+    settings cannot be used says so only when FABRIC was asked for."""
+    first = args[0] if args else None
+    if isinstance(first, dict):
+        return first.get("enabled") is True
+    return first is True
 
 
 def _is_webui_output_file(name: str) -> bool:
@@ -216,7 +261,8 @@ def _has_upscale_button() -> bool:
 # -- X/Y/Z plot ---------------------------------------------------------------------------------------
 
 _XYZ_FIELDS = {"enabled": "Enabled", "strength": "Strength", "start": "Start", "end": "End",
-               "min_strength": "Minimum strength", "neg_scale": "Negative scale"}
+               "min_strength": "Minimum strength", "neg_scale": "Negative scale",
+               "prompt_dropout": "Prompt dropout"}
 
 
 def _apply_xyz_overrides(p, settings):

@@ -72,9 +72,12 @@ class Fabric:
 
     def finish(self):
         forge.finish_job(self.p)
+        self.report.finish()  # the script's postprocess
 
 
 def fabric_job(model, job_settings, pictures, *, cfg=7.0, hooks_before=(), hooks_after=(), **kwargs):
+    """A whole FABRIC job; FABRIC's on_cfg_denoiser is registered, as register_callbacks does."""
+    kwargs.setdefault("denoiser_callbacks", (forge.on_cfg_denoiser,))
     p = P(model, cfg_scale=cfg)
     hook = Fabric(p, job_settings, pictures)
     try:
@@ -250,7 +253,7 @@ def test_feedback_follows_a_refiner_that_takes_over_mid_pass(model, monkeypatch)
     assert "FABRIC error" not in p.extra_generation_params and not p.comments
 
     spy.calls.clear()
-    base_only, _ = fabric_job(model, job, pictures, refiner=refiner)  # as if nothing followed the swap
+    base_only, _ = fabric_job(model, job, pictures, refiner=refiner, denoiser_callbacks=())  # nothing follows the swap
     assert len(spy.calls) == 2
     assert not torch.allclose(followed, base_only, atol=1e-4) and not torch.allclose(followed, plain, atol=1e-3)
     assert torch.equal(fabric_job(model, job, pictures, **follow)[0], followed)
@@ -358,7 +361,8 @@ def test_a_fault_in_the_reference_pass_completes_the_job_without_feedback_and_sa
     monkeypatch.setattr(forge, "noised_latent", broken)
     out, p = fabric_job(model, settings([a], [b]), pictures)
     assert torch.equal(out, vanilla(model))
-    assert p.extra_generation_params == {"FABRIC error": "RuntimeError"}  # no settings as if applied
+    assert p.extra_generation_params == {  # no settings as if applied, and the note says why
+        "FABRIC error": "RuntimeError", "FABRIC note": "turned off for the rest of this job by RuntimeError: boom"}
     assert len(p.comments) == 1 and "FABRIC was turned off" in next(iter(p.comments))
     monkeypatch.undo()
     assert torch.equal(vanilla(model), vanilla(model))
@@ -378,7 +382,26 @@ def test_a_fault_mid_job_keeps_the_settings_with_a_note(model, monkeypatch):
     monkeypatch.setattr(forge, "attend_with_references", fails_later)
     job = settings(list(pictures))
     _, p = fabric_job(model, job, pictures)
-    assert p.extra_generation_params == {**settings_to_infotext(job), "FABRIC error": "RuntimeError"}
+    assert p.extra_generation_params == {
+        **settings_to_infotext(job), "FABRIC error": "RuntimeError",
+        "FABRIC note": "applied in 1 of 4 model calls, then turned off for the rest of this job by RuntimeError: late"}
+
+
+def test_no_step_in_the_window_keeps_the_settings_with_a_note(model):
+    """img2img at low denoising runs only the schedule's last steps, outside the default window."""
+    pictures = images(1)
+    job = settings(list(pictures), start=0.0, end=0.8)
+    out, p = fabric_job(model, job, pictures, first_step=3)
+    assert torch.equal(out, vanilla(model, first_step=3))
+    assert p.extra_generation_params == {
+        **settings_to_infotext(job),
+        "FABRIC note": "no step fell in the feedback window (start 0, end 0.8): no feedback was applied"}
+
+
+def test_a_job_with_feedback_in_every_call_has_no_note(model):
+    pictures = images(1)
+    _, p = fabric_job(model, settings(list(pictures)), pictures)
+    assert "FABRIC note" not in p.extra_generation_params
 
 
 def test_a_failed_or_interrupted_job_leaves_nothing_behind(model):

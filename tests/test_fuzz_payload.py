@@ -141,6 +141,7 @@ SLOTS = {
     "neg_scale": units,
     "hires": st.booleans() | json_values,
     "token_budget": st.integers(-10, 2_000_000) | st.floats() | json_values,
+    "prompt_dropout": st.floats(-0.5, 1.5) | json_values,
 }
 
 
@@ -164,6 +165,7 @@ def near_valid_args(draw):
         "start": start,
         "end": draw(st.floats(start, 1)),
         "token_budget": draw(st.integers(0, 10_000)),
+        "prompt_dropout": draw(st.floats(0, 1)),
     }
     if draw(st.booleans()):
         slot = draw(st.sampled_from(POSITIONAL_ORDER))

@@ -88,12 +88,12 @@ def _like(env, gallery, index=-1, info=None, state=(), kind="liked"):
 
 def test_controls_are_the_script_args_in_positional_order(env):
     p = env.panel
-    assert len(p.controls) == len(POSITIONAL_ORDER) == 10
+    assert len(p.controls) == len(POSITIONAL_ORDER) == 11
     assert p.controls[0] is p.enabled and isinstance(p.enabled, StandInAccordion)
     assert p.controls[1] is p.liked and p.controls[2] is p.disliked
     assert all(isinstance(c, gr.JSON) and c.value == [] and not c.visible for c in p.controls[1:3])
     values = [c.value for c in p.controls]
-    assert values == [False, [], [], 0.8, 0.0, 0.8, 0.0, 0.5, False, 0]
+    assert values == [False, [], [], 0.8, 0.0, 0.8, 0.0, 0.5, False, 0, 0.0]
     # The default values are valid script arguments and mean "off".
     settings = parse_script_args(values, store=env.store)
     assert settings == FabricSettings()
@@ -101,7 +101,7 @@ def test_controls_are_the_script_args_in_positional_order(env):
     labels = [c.label for c in p.controls[3:]]
     assert labels == [
         "Feedback strength", "Feedback start", "Feedback end", "Minimum strength", "Negative scale",
-        "Also during hires fix", "Reference token budget",
+        "Also during hires fix", "Reference token budget", "Prompt dropout",
     ]
     assert all(getattr(c, "info", None) for c in p.controls[3:])
 

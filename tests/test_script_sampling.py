@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "webui_standin"))
 
 import harness  # noqa: E402
 from harness import Recorder, is_clean  # noqa: E402
-from modules import errors, images, prompt_parser, script_callbacks, sd_hijack, shared  # noqa: E402
+from modules import errors, images, processing, prompt_parser, script_callbacks, sd_hijack, shared  # noqa: E402
 from modules import sd_samplers_common  # noqa: E402
 from modules.hypernetworks import hypernetwork  # noqa: E402
 
@@ -196,6 +196,39 @@ def test_image_k_of_a_batch_is_what_its_seed_gives_alone(ui, model, reference_ro
     elif vanilla == 0:
         assert deviation == 0 and same_images
     assert deviation <= bound
+
+
+def test_prompt_dropout_is_per_image_by_seed_and_keeps_the_typed_prompt(ui, monkeypatch):
+    """Each image's conditioning comes from its own dropped prompt (seeded by its seed), so image k
+    of a batch is still what its seed gives alone; the infotext keeps the prompt as typed."""
+    from fabric.engine.prompt_dropout import drop_words
+
+    prompt = "a red fox jumping over the lazy brown dog in deep white snow"
+    vanilla = vanilla_batch_deviation(ui, "sd15")
+    ui.reset("sd15")
+    shared.opts.fabric_reference_rows = "In separate UNet calls"
+    args = liked_disliked(ui, prompt_dropout=0.5)
+    seen = []  # the prompts each batch's conditioning is computed from
+    original = processing.StableDiffusionProcessingTxt2Img.setup_conds
+
+    def setup_conds(p):
+        seen.append(list(p.prompts))
+        return original(p)
+
+    monkeypatch.setattr(processing.StableDiffusionProcessingTxt2Img, "setup_conds", setup_conds)
+    out, p = ui.job(args, prompt=prompt, seed=100, batch_size=2, n_iter=2)
+    alone = [ui.job(args, prompt=prompt, seed=100 + k)[0] for k in range(4)]
+    want = [drop_words(prompt, 0.5, 100 + k) for k in range(4)]
+    assert seen[:2] == [want[:2], want[2:]] and len(set(want)) == 4 and prompt not in want
+    assert p.all_prompts == [prompt] * 4  # what the infotext shows
+    assert p.extra_generation_params["FABRIC prompt dropout"] == "0.5"
+    deviation = max(float((out.samples[k] - alone[k].samples[0]).abs().max()) for k in range(4))
+    assert deviation <= BATCH_ROUNDING_FACTOR * vanilla
+
+
+def test_prompt_dropout_off_leaves_the_prompt_and_the_infotext_alone(ui):
+    _, p = ui.job(liked_disliked(ui), prompt="a red fox in the snow")
+    assert p.prompts == ["a red fox in the snow"] and "FABRIC prompt dropout" not in p.extra_generation_params
 
 
 # -- CFG call patterns --------------------------------------------------------------------------
@@ -468,7 +501,7 @@ def test_the_global_torch_rng_is_not_consumed(ui, model):
 def test_infotext_carries_every_setting_and_the_image_ids(ui):
     a, b, c = ui.images["a"], ui.images["b"], ui.images["c"]
     settings = dict(enabled=True, liked=[{"id": a, "weight": 1.5}, b], disliked=[c], strength=0.6, start=0.1,
-                    end=0.7, min_strength=0.05, neg_scale=0.4, hires=True, token_budget=64)
+                    end=0.7, min_strength=0.05, neg_scale=0.4, hires=True, token_budget=64, prompt_dropout=0.25)
     processed, p = ui.job(ui.args(**settings))
     fabric_keys = {k: v for k, v in p.extra_generation_params.items() if k.startswith("FABRIC")}
     assert set(fabric_keys) == set(ui.settings.INFOTEXT_KEYS.values())

@@ -39,7 +39,7 @@ def test_positional_order_is_the_ui_order():
     # The UI controls are created in this order; API clients that send positional args rely on it.
     assert POSITIONAL_ORDER == (
         "enabled", "liked", "disliked", "strength", "start", "end", "min_strength", "neg_scale", "hires",
-        "token_budget",
+        "token_budget", "prompt_dropout",  # new settings go at the end: old positional clients keep working
     )
     assert [f.name for f in dataclasses.fields(FabricSettings)] == list(POSITIONAL_ORDER)
 
@@ -80,6 +80,7 @@ def test_named_and_positional_forms_agree(store):
     values = {
         "enabled": True, "liked": [a], "disliked": [{"image": a, "weight": 0.5}], "strength": 0.6, "start": 0.1,
         "end": 0.9, "min_strength": 0.05, "neg_scale": 0.25, "hires": True, "token_budget": 4096,
+        "prompt_dropout": 0.3,
     }
     named = parse([values], store)
     positional = parse([values[n] for n in POSITIONAL_ORDER], store)
@@ -268,9 +269,9 @@ def test_args_must_be_a_list(store, args):
 
 
 def test_too_many_positional_values(store):
-    with pytest.raises(FabricInputError, match="at most 10 positional values") as info:
-        parse([False] + [None] * 10, store)
-    assert info.value.field == "args[10]"
+    with pytest.raises(FabricInputError, match="at most 11 positional values") as info:
+        parse([False] + [None] * 11, store)
+    assert info.value.field == "args[11]"
 
 
 def test_exact_json_locations_with_a_prefix(store):
@@ -352,6 +353,7 @@ def sample_settings():
             liked=(FeedbackImage("0123456789abcdef"), FeedbackImage("fedcba9876543210", 1.5)),
             disliked=(FeedbackImage("00000000000000ff", 0.1 + 0.2),),
             strength=1 / 3, start=0.05, end=1.0, min_strength=1e-5, neg_scale=0.0, hires=True, token_budget=1_000_000,
+            prompt_dropout=0.25,
         ),
         FabricSettings(enabled=True, disliked=(FeedbackImage("0123456789abcdef", 0.0),), strength=0.0, end=0.0),
     ]
@@ -362,6 +364,7 @@ def test_infotext_keys():
         "liked": "FABRIC liked", "disliked": "FABRIC disliked", "strength": "FABRIC strength",
         "start": "FABRIC start", "end": "FABRIC end", "min_strength": "FABRIC min strength",
         "neg_scale": "FABRIC neg scale", "hires": "FABRIC hires", "token_budget": "FABRIC token budget",
+        "prompt_dropout": "FABRIC prompt dropout",
     }
 
 

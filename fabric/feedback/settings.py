@@ -91,7 +91,8 @@ class FabricSettings:
         progress (0 = start of sampling, 1 = end); min_strength: their weight outside it;
         neg_scale: the disliked images' weight as a fraction of the liked ones'; hires: also apply
         during the hires-fix pass; token_budget: most reference tokens per attention layer
-        (0 = no budget).
+        (0 = no budget); prompt_dropout: the probability with which each prompt word is dropped,
+        per image from a generator seeded by the image's seed (the paper's §5.4; 0 = off).
     """
 
     enabled: bool = False
@@ -104,6 +105,7 @@ class FabricSettings:
     neg_scale: float = 0.5
     hires: bool = False
     token_budget: int = 0
+    prompt_dropout: float = 0.0
 
     def __post_init__(self):
         for name in ("enabled", "hires"):
@@ -129,7 +131,7 @@ POSITIONAL_ORDER: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Fab
 #: The defaults, by field name.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(FabricSettings)}
 
-_UNIT_FIELDS = ("strength", "start", "end", "min_strength", "neg_scale")
+_UNIT_FIELDS = ("strength", "start", "end", "min_strength", "neg_scale", "prompt_dropout")
 _BOOL_FIELDS = ("enabled", "hires")
 _SET_FIELDS = ("liked", "disliked")
 _ENTRY_KEYS = ("image", "id", "weight")
@@ -407,6 +409,7 @@ INFOTEXT_KEYS: dict[str, str] = {
     "neg_scale": "FABRIC neg scale",
     "hires": "FABRIC hires",
     "token_budget": "FABRIC token budget",
+    "prompt_dropout": "FABRIC prompt dropout",
 }
 
 
@@ -430,6 +433,9 @@ def settings_to_infotext(settings: FabricSettings) -> dict[str, str]:
             out[key] = "True" if value else "False"
         elif name == "token_budget":
             out[key] = str(value)
+        elif name == "prompt_dropout":
+            if value > 0:  # absent means off, so infotexts of jobs without it stay as they were
+                out[key] = _format_float(value)
         else:
             out[key] = _format_float(value)
     return out

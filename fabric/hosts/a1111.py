@@ -74,6 +74,8 @@ class _Job:
         self.report = report
         self.rows = RowTracker()
         self.fabric: fabric_engine.Fabric | None = None
+        self._engines: list[fabric_engine.Fabric] = []  # one per model the job attached to
+        report.feedback_calls = lambda: self.calls_with_feedback
         self.images = images
         self._concat: dict[tuple[int, int], torch.Tensor] = {}
         self._model: str | None = None
@@ -122,7 +124,12 @@ class _Job:
             upcast=bool(opt("upcast_attn", False)),
             on_failure=self.on_failure,
         ).attach()
+        self._engines.append(self.fabric)
         return self.fabric
+
+    @property
+    def calls_with_feedback(self) -> int:
+        return sum(engine.calls_with_feedback for engine in self._engines)
 
     def _latent_channels(self) -> int:
         return int(getattr(shared.sd_model, "latent_channels", 4))
@@ -154,7 +161,11 @@ class _Job:
 
     def on_cfg_denoiser(self, params) -> None:
         self.rows.clear()
-        if self._broken or getattr(self.p, "is_hr_pass", False) and not self.settings.hires:
+        hires_pass = bool(getattr(self.p, "is_hr_pass", False))
+        if hires_pass and not self.settings.hires:
+            return
+        self.report.model_call(hires_pass)
+        if self._broken:
             return
         height, width = params.x.shape[-2:]
         try:
@@ -179,7 +190,7 @@ class _Job:
         self.rows.new_layout(n_cond, params.x.shape[0])
 
     def _applied(self) -> bool:
-        return self.fabric is not None and self.fabric.calls_with_feedback > 0
+        return self.calls_with_feedback > 0
 
     def on_failure(self, error: BaseException) -> None:
         self.report.failed(error, applied=self._applied())
@@ -209,7 +220,7 @@ def finish_job(p) -> None:
     end_job()
     if job is not None and job.fabric is not None:
         print(
-            f"FABRIC: {job.fabric.calls_with_feedback} UNet calls with feedback, "
+            f"FABRIC: {job.calls_with_feedback} UNet calls with feedback, "
             f"{job.fabric.reference_passes} reference passes "
             f"({job.fabric.fused_calls} of the calls carried them)",
             file=sys.stderr,

@@ -223,6 +223,7 @@ class _Job:
         self.schedule = Schedule(strength=s.strength, start=s.start, end=s.end, min_strength=s.min_strength,
                                  neg_scale=s.neg_scale)
         self.references = {LIKED: self._references(s.liked), DISLIKED: self._references(s.disliked)}
+        self.report.feedback_calls = lambda: self.calls_with_feedback
 
     def _references(self, items) -> list[Reference]:
         refs = [Reference(key=item.id, weight=item.weight,
@@ -487,6 +488,12 @@ def end_job() -> None:
 def on_cfg_denoiser(params) -> None:
     job = _current.job
     if job is None or job.closed or getattr(getattr(params, "denoiser", None), "p", job.p) is not job.p:
+        return
+    hires_pass = bool(getattr(job.p, "is_hr_pass", False))
+    if hires_pass and not job.settings.hires:
+        return
+    job.report.model_call(hires_pass)
+    if job.failure is not None:
         return
     try:
         job.follow_model(params.x)

@@ -45,7 +45,9 @@ __all__ = ["FabricPanel", "StandInAccordion", "stand_in_tool_button", "KINDS"]
 log = logging.getLogger(__name__)
 
 KINDS = ("liked", "disliked")
-SLIDER_FIELDS = ("strength", "start", "end", "min_strength", "neg_scale", "hires", "token_budget")
+SLIDER_FIELDS = ("strength", "start", "end", "min_strength", "neg_scale", "hires", "token_budget", "prompt_dropout")
+# Written to the infotext only when set: a FABRIC infotext without them means their default.
+_ABSENT_MEANS_DEFAULT = {"prompt_dropout": 0.0}
 # Keys of the "Send to" copies of the controls (see FabricPanel._infotext_fields).
 SEND_TO_PREFIX = "FABRIC send-to "
 _TITLES = {"liked": "Liked", "disliked": "Disliked"}
@@ -201,6 +203,11 @@ class FabricPanel:
                         elem_id=self.elem_id("token_budget"),
                         info="Most reference tokens per attention layer; 0 = off",
                     )
+                with gr.Row():
+                    self.prompt_dropout = gr.Slider(
+                        0.0, 1.0, value=0.0, step=0.05, label="Prompt dropout", elem_id=self.elem_id("prompt_dropout"),
+                        info="Chance of dropping each prompt word, per image (more variety; 0 = off)",
+                    )
             with gr.Row(elem_classes=["fabric-presets"]):
                 self.preset = gr.Dropdown(
                     choices=self._preset_names(), value=None, allow_custom_value=True, label="Preset (pick one, or type a new name)",
@@ -219,7 +226,7 @@ class FabricPanel:
         self.like_button = self.dislike_button = None
         self.controls = [
             self.enabled, self.liked, self.disliked, self.strength, self.start, self.end,
-            self.min_strength, self.neg_scale, self.hires, self.token_budget,
+            self.min_strength, self.neg_scale, self.hires, self.token_budget, self.prompt_dropout,
         ]
         self.infotext_fields = self._infotext_fields()
         self._wire()
@@ -588,6 +595,8 @@ class FabricPanel:
         def value(name):
             def restore(params):
                 found = _infotext_value(params, name)
+                if found is None and name in _ABSENT_MEANS_DEFAULT and _has_fabric_keys(params):
+                    found = _ABSENT_MEANS_DEFAULT[name]
                 return gr.update() if found is None else gr.update(value=found)
             return restore
 
