@@ -1,0 +1,11 @@
+"""The miniature: a small world of images with known factors, for measuring what FABRIC does.
+
+Random-weight checkpoints prove that FABRIC computes what the paper computes, never that it moves
+images toward what a user liked. Measuring that needs a model that has learned something and
+images whose content can be read off without a human: here, one shape on a plain background,
+where the prompt names the shape ("a circle") and leaves its colour, the background, its size and
+its position to the model.
+
+- shapes.py  the procedural images: their factors, how they are drawn, the prompt that names them
+- reader.py  a hand-written reader of those factors from pixels, validated on held-out images
+"""
