@@ -14,6 +14,7 @@ postprocess, and again at the start of the next job if a job died before it.
 """
 import sys
 
+import gradio as gr
 from modules import scripts
 
 _TARGETS = ("fabric.engine.unet_hooks", "fabric.hosts.forge")
@@ -34,7 +35,9 @@ class FabricFaultInjector(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        return []
+        # One (hidden) input, because the webui's API hands an AlwaysOn script only as many of
+        # the request's args as the script has inputs (A1111 modules/api/api.py:359-360).
+        return [gr.Number(value=0, visible=False)]
 
     def process(self, p, *args):
         _restore()
