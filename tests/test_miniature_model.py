@@ -99,7 +99,6 @@ def test_the_demo_writes_its_picture_and_counts(weights, tmp_path, capsys):
 def test_the_quality_benchmark_ends_with_a_json_line(weights, capsys):
     import json
 
-    from fabric import quality  # noqa: F401
     from fabric.quality.__main__ import main
 
     main(["--weights", str(weights), "--seeds", "2", "--users", "1", "--rounds", "2", "--only", "rounds"])

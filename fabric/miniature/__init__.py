@@ -9,7 +9,7 @@ its position to the model.
 - shapes.py        the procedural images: their factors, how they are drawn, the prompt that names them
 - reader.py        a hand-written reader of those factors from pixels, validated on held-out images
 - text_encoder.py  SD1's CLIP text encoder in plain torch, its weights regenerated from seeds
-- model.py         the miniature Stable Diffusion on ldm's classes, and its committed weights
+- model.py         the miniature Stable Diffusion on ldm's classes, saving and loading its weights
 - train.py         trains it from drawn images with fixed seeds (python -m fabric.miniature.train)
 - generate.py      vanilla and FABRIC images on it, as the webui makes them
 - demo.py          the same seeds without and with feedback, as a picture (python -m fabric.miniature.demo)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fabric.miniature.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=12, help="images per row (seeds 0 .. N-1; default 12)")
     parser.add_argument("--out", default="fabric-demo.png", help="the picture to write (default fabric-demo.png)")
-    parser.add_argument("--weights", default=str(WEIGHTS), help="the miniature's weights (default: the committed ones)")
+    parser.add_argument("--weights", default=str(WEIGHTS), help=f"the miniature's weights (default {WEIGHTS})")
     args = parser.parse_args(argv)
     begin = time.perf_counter()
 

@@ -54,6 +54,14 @@ def generate(miniature: Miniature, prompt: str, seeds: list[int], feedback: Feed
     empty = miniature.embed([""])
     out = []
     total, done = steps * -(-len(seeds) // batch), [0]
+    with_feedback = feedback is not None and (feedback.liked or feedback.disliked)
+    if with_feedback:
+        # one job's references and latent cache serve every chunk: each image is encoded once
+        references = {
+            LIKED: _references(miniature, feedback.liked, "liked", feedback.liked_weights),
+            DISLIKED: _references(miniature, feedback.disliked, "disliked", None),
+        }
+        cache = LatentCache()
 
     def step_done():
         done[0] += 1
@@ -66,17 +74,14 @@ def generate(miniature: Miniature, prompt: str, seeds: list[int], feedback: Feed
         cond = miniature.embed(prompts)
         uncond = empty.expand(len(chunk), -1, -1)
         job = contextlib.nullcontext()
-        if feedback is not None and (feedback.liked or feedback.disliked):
+        if with_feedback:
             job = Fabric(
                 miniature.unet,
-                references={
-                    LIKED: _references(miniature, feedback.liked, "liked", feedback.liked_weights),
-                    DISLIKED: _references(miniature, feedback.disliked, "disliked", None),
-                },
+                references=references,
                 schedule=feedback.schedule,
                 alphas_cumprod=miniature.alphas,
                 reference_kwargs={"context": empty},
-                latent_cache=LatentCache(),
+                latent_cache=cache,
                 token_budget=feedback.token_budget,
                 fuse_reference_rows=feedback.fuse_reference_rows,
             )

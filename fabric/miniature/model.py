@@ -8,8 +8,9 @@ webui (export.py writes the checkpoint and its .yaml) and through FABRIC's hosts
   latent levels, cross-attending to SD1's 768-wide text embeddings;
 - SD1's text encoder with seeded random weights, regenerated at load (text_encoder.py).
 
-The committed file (weights/miniature.safetensors, fp16) holds the UNet, the autoencoder and the
-text embeddings the UNet was trained on; loading refuses a text encoder that no longer gives them.
+The weights file (weights/miniature.safetensors by default, fp16; none is committed yet: train.py
+writes it) holds the UNet, the autoencoder and the text embeddings the UNet was trained on; loading
+refuses a text encoder that no longer gives them.
 """
 from __future__ import annotations
 

@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=16, help="simulated users in the rounds (default 16)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["single-shot", "rounds"], help="run one part")
-    parser.add_argument("--weights", default=str(WEIGHTS), help="the miniature's weights (default: the committed ones)")
+    parser.add_argument("--weights", default=str(WEIGHTS), help=f"the miniature's weights (default {WEIGHTS})")
     args = parser.parse_args(argv)
     begin = time.perf_counter()
-    print(f"FABRIC on the miniature ({machine()})", flush=True)
-    miniature = load(args.weights)
     result = {"machine": machine()}
+    print(f"FABRIC on the miniature ({result['machine']})", flush=True)
+    miniature = load(args.weights)
     if args.only != "rounds":
         print(f"\nsingle shot: prompt \"a circle\", {args.seeds} seeds, liked red circles on white, "
               "disliked blue shapes on black", flush=True)

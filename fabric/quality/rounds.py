@@ -32,9 +32,11 @@ def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_0
         liked, disliked = [], []
         for r in range(rounds):
             seeds = [seed + (user * rounds + r) * BATCH + i for i in range(BATCH)]
+            vanilla = generate(miniature, PROMPT, seeds, prompt_dropout=prompt_dropout)
             for kind in ("vanilla", "FABRIC"):
-                feedback = Feedback(list(liked), list(disliked)) if kind == "FABRIC" and liked else None
-                images = generate(miniature, PROMPT, seeds, feedback, prompt_dropout=prompt_dropout)
+                # before any feedback (round 1), FABRIC's batch is vanilla's
+                images = vanilla if kind == "vanilla" or not liked else generate(
+                    miniature, PROMPT, seeds, Feedback(list(liked), list(disliked)), prompt_dropout=prompt_dropout)
                 scores = [similarity(image, target) for image in images]
                 totals[(kind, r)].append((max(scores), float(np.mean(scores)), min(scores), diversity(images)))
                 if kind == "FABRIC":
