@@ -18,7 +18,7 @@ def text_encoder():
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Weights from the trainer's --quick plan: a few steps, so the shape and format are the
-    trainer's own (no trained weights are committed yet)."""
+    trainer's own, and the tests need not wait for a real training run."""
     from fabric.miniature import train
 
     path = tmp_path_factory.mktemp("miniature") / "miniature.safetensors"
@@ -84,6 +84,17 @@ def test_missing_weights_say_how_to_make_them(tmp_path):
         miniature_model.load(tmp_path / "none.safetensors")
 
 
+def test_the_trainer_can_reuse_an_autoencoder_and_train_the_unet_alone(weights, tmp_path):
+    from fabric.miniature import train
+
+    out = tmp_path / "unet-only.safetensors"
+    train.main(["--quick", "--out", str(out), "--vae-from", str(weights)])
+    before, after = load_file(str(weights)), load_file(str(out))
+    vae_keys = [k for k in before if k.startswith(VAE_PREFIX)]
+    assert vae_keys and all(torch.equal(before[k], after[k]) for k in vae_keys)
+    assert miniature_model.load(out).info["unet_steps_done"] == 3
+
+
 def test_the_demo_writes_its_picture_and_counts(weights, tmp_path, capsys):
     from fabric.miniature import demo
 
@@ -91,7 +102,7 @@ def test_the_demo_writes_its_picture_and_counts(weights, tmp_path, capsys):
     demo.main(["--weights", str(weights), "--seeds", "2", "--out", str(out)])
     from PIL import Image
 
-    assert Image.open(out).size[1] > 4 * 128  # four rows of 128-pixel tiles
+    assert Image.open(out).size[1] > 5 * 128  # five rows of 128-pixel tiles: 2 references, 3 outputs
     printed = capsys.readouterr().out
     assert "red on white" in printed and f"wrote {out}" in printed
 

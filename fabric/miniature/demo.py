@@ -4,8 +4,9 @@
 
 The prompt is "a circle"; it says nothing of colour or background, so the model chooses those by
 itself, differently per seed. The liked images are red circles on white, the disliked ones blue
-shapes on black. The picture shows the references, then one row of vanilla images and one of FABRIC
-images from the same seeds, and the console counts what the hand-written reader sees in each row.
+shapes on black. The picture shows the references, then from the same seeds a row of vanilla
+images, one with the liked images alone and one with both sets (default settings), and the console
+counts what the hand-written reader sees in each row.
 """
 from __future__ import annotations
 
@@ -84,15 +85,20 @@ def main(argv: list[str] | None = None) -> None:
     miniature = load(args.weights)
     liked, disliked = demo_references()
     seeds = list(range(args.seeds))
-    vanilla = generate(miniature, PROMPT, seeds, on_step=progress("vanilla"))
-    steered = generate(miniature, PROMPT, seeds, Feedback(liked, disliked), on_step=progress("FABRIC "))
-    rows = [("liked", liked), ("disliked", disliked), ("vanilla", list(vanilla)), ("FABRIC", list(steered))]
+    outputs = {
+        "vanilla": generate(miniature, PROMPT, seeds, on_step=progress("vanilla")),
+        "liked": generate(miniature, PROMPT, seeds, Feedback(liked, []), on_step=progress("FABRIC, liked")),
+        "both": generate(miniature, PROMPT, seeds, Feedback(liked, disliked), on_step=progress("FABRIC, both")),
+    }
+    labels = {"vanilla": "vanilla", "liked": "FABRIC liked", "both": "FABRIC both"}
+    rows = [("liked", liked), ("disliked", disliked)] + [(labels[k], list(v)) for k, v in outputs.items()]
     out = Path(args.out).resolve()
     picture(rows).save(out)
-    counts = {"vanilla": count(vanilla), "FABRIC": count(steered)}
+    counts = {k: count(v) for k, v in outputs.items()}
     print(f'\nprompt "{PROMPT}", {len(seeds)} seeds, what the reader sees in each row:')
+    print(f"  {'':17s} " + "".join(f"{labels[k]:>14s}" for k in counts))
     for factor in counts["vanilla"]:
-        print(f"  {factor:17s} vanilla {counts['vanilla'][factor]:3d}   FABRIC {counts['FABRIC'][factor]:3d}")
+        print(f"  {factor:17s} " + "".join(f"{counts[k][factor]:14d}" for k in counts))
     print(f"\nwrote {out} ({time.perf_counter() - begin:.0f} s)")
 
 

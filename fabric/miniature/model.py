@@ -3,13 +3,13 @@
 The parts are ldm's own classes (the UNetModel and the autoencoder's Encoder and Decoder), under
 the key names of an ldm LatentDiffusion checkpoint, so that the same weights load here, in the
 webui (export.py writes the checkpoint and its .yaml) and through FABRIC's hosts unchanged:
-- an 8x autoencoder (128 -> 8x8x4 latents), ldm's AutoencoderKL layout, 64 and 128 channels;
+- an 8x autoencoder (64x64x3 pixels -> 8x8x4 latents), ldm's AutoencoderKL layout, 64 and 128 channels;
 - a UNetModel with model_channels 64 and seven SpatialTransformer blocks at the 8x8 and 4x4
   latent levels, cross-attending to SD1's 768-wide text embeddings;
 - SD1's text encoder with seeded random weights, regenerated at load (text_encoder.py).
 
-The weights file (weights/miniature.safetensors by default, fp16; none is committed yet: train.py
-writes it) holds the UNet, the autoencoder and the text embeddings the UNet was trained on; loading
+The weights file (weights/miniature.safetensors by default, fp16, committed; train.py writes
+it) holds the UNet, the autoencoder and the text embeddings the UNet was trained on; loading
 refuses a text encoder that no longer gives them.
 """
 from __future__ import annotations

@@ -48,6 +48,7 @@ class Plan:
 
 
 QUICK = Plan(images=256, vae_crop_steps=3, vae_full_steps=2, unet_steps=3)
+CHECKPOINT_EVERY = 500
 
 
 def _log(message: str) -> None:
@@ -98,7 +99,10 @@ def training_prompts(factors: list[shapes.Factors], generator: torch.Generator) 
     return prompts
 
 
-def train_unet(plan: Plan, latents: torch.Tensor, contexts: torch.Tensor, generator: torch.Generator):
+def train_unet(plan: Plan, latents: torch.Tensor, contexts: torch.Tensor, generator: torch.Generator,
+               checkpoint=None):
+    """The EMA of the UNet's weights; checkpoint(ema, steps_done) is called every CHECKPOINT_EVERY
+    steps, so that a run stopped early still leaves usable weights behind."""
     unet = build_unet()
     ema = build_unet().requires_grad_(False)
     ema.load_state_dict(unet.state_dict())
@@ -127,17 +131,21 @@ def train_unet(plan: Plan, latents: torch.Tensor, contexts: torch.Tensor, genera
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 250 == 0 or step == plan.unet_steps - 1:
             _log(f"unet {step + 1}/{plan.unet_steps}: loss {running:.4f}")
+        if checkpoint is not None and (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < plan.unet_steps:
+            checkpoint(ema, step + 1)
     return ema.eval()
 
 
-def train(plan: Plan) -> Miniature:
+def train(plan: Plan, out: str | None = None, vae: Autoencoder | None = None) -> Miniature:
+    """With out, a checkpoint is written there as the UNet trains; with vae, stage 1 is skipped."""
     begin = time.perf_counter()
     torch.manual_seed(plan.seed)
     generator = torch.Generator().manual_seed(plan.seed)
     _log(f"drawing {plan.images} training images")
     factors, images_u8 = shapes.dataset(plan.images, seed=plan.seed)
     images = to_pixels(images_u8)
-    vae = train_autoencoder(plan, images, generator)
+    if vae is None:
+        vae = train_autoencoder(plan, images, generator)
     vae_s = time.perf_counter() - begin
     means = latent_means(vae, images)
     scale_factor = float(1.0 / means.std())
@@ -147,17 +155,27 @@ def train(plan: Plan) -> Miniature:
     variants = sorted(set(prompts))
     table = dict(zip(variants, text(variants)))
     contexts = torch.stack([table[p] for p in prompts])
-    unet = train_unet(plan, means * scale_factor, contexts, generator)
-    total_s = time.perf_counter() - begin
-    info = {
-        "plan": plan.__dict__,
-        "autoencoder_s": round(vae_s),
-        "total_s": round(total_s),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    _log(f"trained in {total_s / 60:.1f} min (autoencoder {vae_s / 60:.1f})")
-    return Miniature(unet, vae, text, scale_factor, info=info)
+
+    def info(unet_steps_done: int) -> dict:
+        return {
+            "plan": plan.__dict__,
+            "unet_steps_done": unet_steps_done,
+            "autoencoder_s": round(vae_s),
+            "total_s": round(time.perf_counter() - begin),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+
+    def checkpoint(ema, steps_done: int) -> None:
+        save(Miniature(ema, vae, text, scale_factor, info=info(steps_done)), out)
+        _log(f"checkpoint after {steps_done} UNet steps: {out}")
+
+    if out:
+        checkpoint(build_unet().requires_grad_(False), 0)  # the autoencoder is kept, for --vae-from
+    unet = train_unet(plan, means * scale_factor, contexts, generator, checkpoint if out else None)
+    done = info(plan.unet_steps)
+    _log(f"trained in {done['total_s'] / 60:.1f} min (autoencoder {vae_s / 60:.1f})")
+    return Miniature(unet, vae, text, scale_factor, info=done)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,10 +183,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(WEIGHTS), help=f"where to write the weights (default {WEIGHTS})")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage: checks the script, trains nothing")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--vae-from", default=None, metavar="PATH",
+                        help="take the autoencoder from these miniature weights and train the UNet only")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    miniature = train(QUICK if args.quick else Plan())
+    vae = None
+    if args.vae_from:
+        from .model import load
+        vae = load(args.vae_from).vae
+    miniature = train(QUICK if args.quick else Plan(), out=args.out, vae=vae)
     save(miniature, args.out)
     _log(f"wrote {args.out}")
 

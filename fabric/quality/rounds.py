@@ -6,7 +6,9 @@ after it, the image most similar to the target is liked and the least similar di
 feedback accumulates over the rounds. The baseline is vanilla sampling from the same seeds. Per
 round: the best, mean and worst similarity to the target within a batch, and the batch's diversity,
 averaged over users. The paper found FABRIC ahead of the baseline from round 2 on, and the
-diversity falling as the feedback narrows the outputs.
+diversity falling as the feedback narrows the outputs. The feedback here is the model's own
+outputs, which the original extension's issue #34 names as the worst case for burnout, so each
+round also reports FABRIC's saturation and contrast against vanilla on the same seeds.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ..miniature import shapes
 from ..miniature.demo import PROMPT
 from ..miniature.generate import Feedback, generate
 from ..miniature.model import Miniature
-from .measures import diversity, similarity
+from .measures import burnout, diversity, similarity
 
 TARGET = shapes.Factors("circle", "yellow", "gray", 15.0, 32.0, 32.0)
 BATCH = 4
@@ -28,6 +30,7 @@ def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_0
         prompt_dropout: float = 0.0, log: Callable[[str], None] = print) -> list[dict]:
     target = shapes.render(TARGET)
     totals = {(kind, r): [] for kind in ("vanilla", "FABRIC") for r in range(rounds)}
+    burnouts = {r: [] for r in range(rounds)}
     for user in range(users):
         liked, disliked = [], []
         for r in range(rounds):
@@ -40,6 +43,7 @@ def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_0
                 scores = [similarity(image, target) for image in images]
                 totals[(kind, r)].append((max(scores), float(np.mean(scores)), min(scores), diversity(images)))
                 if kind == "FABRIC":
+                    burnouts[r].append(burnout(images, vanilla))
                     liked.append(images[int(np.argmax(scores))])
                     disliked.append(images[int(np.argmin(scores))])
         log(f"  user {user + 1}/{users}")
@@ -51,6 +55,8 @@ def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_0
             row.update({f"{kind}_best": best, f"{kind}_mean": mean, f"{kind}_worst": worst, f"{kind}_diversity": div})
         better = sum(f[1] > v[1] for f, v in zip(totals[("FABRIC", r)], totals[("vanilla", r)]))
         row["users_better"] = better
+        for key in ("saturation", "contrast"):
+            row[key] = float(np.mean([b[key] for b in burnouts[r]]))
         rows.append(row)
     return rows
 
@@ -66,4 +72,6 @@ COLUMNS = [
     ("worst", "FABRIC_worst", ".3f"),
     ("diversity", "FABRIC_diversity", ".3f"),
     ("users better (mean)", "users_better", "d"),
+    ("d sat", "saturation", "+.3f"),
+    ("d contrast", "contrast", "+.3f"),
 ]

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine import Schedule
+from ..miniature import shapes
 from ..miniature.demo import PROMPT, demo_references
 from ..miniature.generate import Feedback, generate
 from ..miniature.model import Miniature
@@ -30,6 +31,19 @@ def _with(**schedule) -> Callable:
     return lambda liked, disliked: Feedback(liked, disliked, Schedule(**schedule))
 
 
+def more_liked(n: int) -> list[np.ndarray]:
+    """n red circles on white, of other sizes and places than the demo's two (seeded, fixed)."""
+    rng = np.random.default_rng(7)
+    return [shapes.render(shapes.sample_factors(rng, "circle", "red", "white")) for _ in range(n)]
+
+
+def _more_liked(n: int, strength: float | None = None) -> Callable:
+    def feedback(liked, disliked):
+        schedule = Schedule() if strength is None else Schedule(strength=strength)
+        return Feedback(liked + more_liked(n - len(liked)), disliked, schedule)
+    return feedback
+
+
 DEFAULT = Schedule()
 VARIANTS = [
     Variant("vanilla", lambda liked, disliked: None),
@@ -40,6 +54,9 @@ VARIANTS = [
     Variant("strength 0.5", _with(strength=0.5)),
     Variant("strength 1.0", _with(strength=1.0)),
     Variant("neg scale 0", _with(neg_scale=0.0)),
+    Variant("neg scale 0.1", _with(neg_scale=0.1)),
+    Variant("neg scale 0.2", _with(neg_scale=0.2)),
+    Variant("neg scale 0.3", _with(neg_scale=0.3)),
     Variant("neg scale 1", _with(neg_scale=1.0)),
     Variant("disliked only, neg scale 1, strength 1", lambda liked, disliked: Feedback([], disliked, Schedule(
         strength=1.0, neg_scale=1.0))),
@@ -50,6 +67,8 @@ VARIANTS = [
     Variant("token budget 16", lambda liked, disliked: Feedback(liked, disliked, token_budget=16)),
     Variant("references in separate calls", lambda liked, disliked: Feedback(liked, disliked,
                                                                               fuse_reference_rows=False)),
+    Variant("8 liked", _more_liked(8)),
+    Variant("8 liked, strength 1.0", _more_liked(8, 1.0)),
     Variant("prompt dropout 0.3 (vanilla)", lambda liked, disliked: None, prompt_dropout=0.3),
     Variant("prompt dropout 0.3 + FABRIC", lambda liked, disliked: Feedback(liked, disliked), prompt_dropout=0.3),
 ]
@@ -71,6 +90,8 @@ def run(miniature: Miniature, seeds: list[int], variants: list[Variant] = VARIAN
         readings = [read(image) for image in images]
         counts = {
             "liked": share(readings, liked_factor),
+            "red": share(readings, lambda r: r.colour == "red"),
+            "blue_bg": share(readings, lambda r: r.background == "blue"),
             "blue": share(readings, lambda r: r.colour == "blue"),
             "black": share(readings, lambda r: r.background == "black"),
             "circle": share(readings, lambda r: r.shape == "circle"),
@@ -90,12 +111,14 @@ def run(miniature: Miniature, seeds: list[int], variants: list[Variant] = VARIAN
 
 COLUMNS = [
     ("variant", "variant", ""),
+    ("red shape", "red", "d"),
     ("red on white", "liked", "d"),
     ("95% CI", "liked_ci", ""),
     ("p", "liked_p", ".1g"),
     ("blue shape", "blue", "d"),
     ("p", "blue_p", ".1g"),
     ("black bg", "black", "d"),
+    ("blue bg", "blue_bg", "d"),
     ("p", "black_p", ".1g"),
     ("circle", "circle", "d"),
     ("p", "circle_p", ".1g"),
