@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import pytest
 
+from fabric.engine import Schedule
 from fabric.miniature.demo import PROMPT, demo_references
 from fabric.miniature.generate import Feedback, generate
 from fabric.miniature.model import load
 from fabric.miniature.reader import read
 from fabric.quality.measures import diversity
 
-SEEDS = list(range(48))
+SEEDS = list(range(64))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,17 @@ def test_disliked_images_push_the_outputs_away_from_theirs(vanilla, with_dislike
     assert after <= before // 2, (before, after)
 
 
+def test_feedback_on_the_clean_steps_costs_shapes_that_on_the_noisy_steps_keeps(miniature, references):
+    # the schedule's direction, seen in the images: late feedback recolours shapes already drawn
+    # and breaks them (the paper's section 5.3 found the same); early feedback shapes the layout
+    def circles_with(start, end):
+        feedback = Feedback(references[0], [], Schedule(start=start, end=end))
+        return circles(readings(generate(miniature, PROMPT, SEEDS, feedback)))
+
+    noisy, clean = circles_with(0.0, 0.25), circles_with(0.75, 1.0)
+    assert clean <= noisy - 4, (noisy, clean)
+
+
 def test_the_prompt_is_kept_under_feedback(vanilla, with_liked, with_disliked):
     assert circles(with_liked) >= circles(vanilla) - 4, (circles(vanilla), circles(with_liked))
     assert circles(with_disliked) >= circles(vanilla) - 4, (circles(vanilla), circles(with_disliked))
@@ -101,5 +113,5 @@ def test_prompt_dropout_widens_the_batch(miniature, vanilla_images, vanilla):
     # "a circle" loses a word in some images; the miniature, like SD, draws its favourite shape
     # (circles) without one, so the shapes widen a little and the colours a little more
     images = generate(miniature, PROMPT, SEEDS, prompt_dropout=0.5)
-    assert other_shapes(readings(images)) >= other_shapes(vanilla) + 3, (other_shapes(vanilla), other_shapes(readings(images)))
+    assert other_shapes(readings(images)) >= other_shapes(vanilla) + 2, (other_shapes(vanilla), other_shapes(readings(images)))
     assert diversity(images) > diversity(vanilla_images), (diversity(vanilla_images), diversity(images))

@@ -71,8 +71,12 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def b64_image(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
 def pixels(b64: str) -> bytes:
-    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").tobytes()
+    return b64_image(b64).convert("RGB").tobytes()
 
 
 def gradient(seed: int, size: int = 64) -> Image.Image:
