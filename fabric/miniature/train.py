@@ -28,7 +28,7 @@ import torch
 
 from ..sampler import alphas_cumprod
 from . import shapes
-from .model import WEIGHTS, Autoencoder, Miniature, build_unet, save, to_pixels
+from .model import WEIGHTS, Autoencoder, Miniature, build_unet, load, save, to_pixels
 from .text_encoder import TextEncoder
 
 
@@ -188,10 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    vae = None
-    if args.vae_from:
-        from .model import load
-        vae = load(args.vae_from).vae
+    vae = load(args.vae_from).vae if args.vae_from else None
     miniature = train(QUICK if args.quick else Plan(), out=args.out, vae=vae)
     save(miniature, args.out)
     _log(f"wrote {args.out}")
