@@ -26,6 +26,16 @@ def weights(tmp_path_factory):
     return path
 
 
+def test_a_quick_run_without_out_leaves_the_committed_weights_alone(tmp_path, monkeypatch):
+    from fabric.miniature import train
+
+    before = miniature_model.WEIGHTS.stat().st_mtime_ns, miniature_model.WEIGHTS.stat().st_size
+    monkeypatch.setattr(train, "QUICK_OUT", tmp_path / "quick.safetensors")
+    train.main(["--quick"])
+    assert (tmp_path / "quick.safetensors").stat().st_size > 0
+    assert (miniature_model.WEIGHTS.stat().st_mtime_ns, miniature_model.WEIGHTS.stat().st_size) == before
+
+
 def test_saved_weights_are_small_and_keyed_as_a_latent_diffusion_checkpoint(weights):
     assert weights.stat().st_size <= 20 * 1024 * 1024
     state = load_file(str(weights))
@@ -114,7 +124,8 @@ def test_the_quality_benchmark_ends_with_a_json_line(weights, capsys):
 
     main(["--weights", str(weights), "--seeds", "2", "--users", "1", "--rounds", "2", "--only", "rounds"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    rounds = result["rounds_dropout_0.0"]
+    rounds = result["rounds_defaults"]
+    assert {"rounds_prompt_dropout_0.3", "rounds_neg_scale_0.2"} <= set(result)
     assert [r["round"] for r in rounds] == [1, 2]
     # round 1 has no feedback yet: FABRIC's batch is vanilla's
     assert rounds[0]["FABRIC_mean"] == rounds[0]["vanilla_mean"]

@@ -30,6 +30,15 @@ def fisher_p(k1: int, n1: int, k2: int, n2: int) -> float:
     return min(1.0, sum(p for a in range(low, high + 1) if (p := probability(a)) <= observed * (1 + 1e-9)))
 
 
+def sign_test_p(wins: int, n: int) -> float:
+    """Two-sided sign test: how likely `wins` or a count as far from n/2 is among n paired
+    comparisons if neither side were better (ties count as losses here, so it is conservative)."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, n - wins) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def histogram(image: np.ndarray, bins: int = 4) -> np.ndarray:
     """A normalised RGB histogram, bins per channel."""
     q = (np.asarray(image, dtype=np.int64) * bins) // 256

@@ -16,18 +16,19 @@ from typing import Callable
 
 import numpy as np
 
+from ..engine import Schedule
 from ..miniature import shapes
 from ..miniature.demo import PROMPT
-from ..miniature.generate import Feedback, generate
-from ..miniature.model import Miniature
-from .measures import burnout, diversity, similarity
+from ..miniature.generate import Feedback
+from .measures import burnout, diversity, sign_test_p, similarity
 
 TARGET = shapes.Factors("circle", "yellow", "gray", 15.0, 32.0, 32.0)
 BATCH = 4
 
 
-def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_000,
-        prompt_dropout: float = 0.0, log: Callable[[str], None] = print) -> list[dict]:
+def run(generate: Callable[..., np.ndarray], users: int = 16, rounds: int = 3, seed: int = 50_000,
+        prompt_dropout: float = 0.0, schedule: Schedule = Schedule(),
+        log: Callable[[str], None] = print) -> list[dict]:
     target = shapes.render(TARGET)
     totals = {(kind, r): [] for kind in ("vanilla", "FABRIC") for r in range(rounds)}
     burnouts = {r: [] for r in range(rounds)}
@@ -35,11 +36,11 @@ def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_0
         liked, disliked = [], []
         for r in range(rounds):
             seeds = [seed + (user * rounds + r) * BATCH + i for i in range(BATCH)]
-            vanilla = generate(miniature, PROMPT, seeds, prompt_dropout=prompt_dropout)
+            vanilla = generate(PROMPT, seeds, prompt_dropout=prompt_dropout)
             for kind in ("vanilla", "FABRIC"):
                 # before any feedback (round 1), FABRIC's batch is vanilla's
                 images = vanilla if kind == "vanilla" or not liked else generate(
-                    miniature, PROMPT, seeds, Feedback(list(liked), list(disliked)), prompt_dropout=prompt_dropout)
+                    PROMPT, seeds, Feedback(list(liked), list(disliked), schedule), prompt_dropout=prompt_dropout)
                 scores = [similarity(image, target) for image in images]
                 totals[(kind, r)].append((max(scores), float(np.mean(scores)), min(scores), diversity(images)))
                 if kind == "FABRIC":
@@ -55,6 +56,7 @@ def run(miniature: Miniature, users: int = 16, rounds: int = 3, seed: int = 50_0
             row.update({f"{kind}_best": best, f"{kind}_mean": mean, f"{kind}_worst": worst, f"{kind}_diversity": div})
         better = sum(f[1] > v[1] for f, v in zip(totals[("FABRIC", r)], totals[("vanilla", r)]))
         row["users_better"] = better
+        row["users_better_p"] = sign_test_p(better, users) if r > 0 else 1.0  # round 1 is vanilla's own batch
         for key in ("saturation", "contrast"):
             row[key] = float(np.mean([b[key] for b in burnouts[r]]))
         rows.append(row)
@@ -72,6 +74,7 @@ COLUMNS = [
     ("worst", "FABRIC_worst", ".3f"),
     ("diversity", "FABRIC_diversity", ".3f"),
     ("users better (mean)", "users_better", "d"),
+    ("p (sign test)", "users_better_p", ".2g"),
     ("d sat", "saturation", "+.3f"),
     ("d contrast", "contrast", "+.3f"),
 ]

@@ -14,8 +14,7 @@ import numpy as np
 from ..engine import Schedule
 from ..miniature import shapes
 from ..miniature.demo import PROMPT, demo_references
-from ..miniature.generate import Feedback, generate
-from ..miniature.model import Miniature
+from ..miniature.generate import Feedback
 from ..miniature.reader import read
 from .measures import burnout, diversity, fisher_p, share, wilson
 
@@ -78,15 +77,16 @@ def liked_factor(r) -> bool:
     return r.colour == "red" and r.background == "white"
 
 
-def run(miniature: Miniature, seeds: list[int], variants: list[Variant] = VARIANTS,
+def run(generate: Callable[..., np.ndarray], seeds: list[int], variants: list[Variant] = VARIANTS,
         log: Callable[[str], None] = print) -> list[dict]:
+    """generate(prompt, seeds, feedback, prompt_dropout=p) -> uint8 images: the engine's
+    (fabric.miniature.generate bound to a model) or a webui's (webui_generator)."""
     liked, disliked = demo_references()
     n = len(seeds)
     rows, vanilla_images, vanilla_counts = [], None, None
     for variant in variants:
         log(f"  {variant.name} ...")
-        images = generate(miniature, PROMPT, seeds, variant.feedback(liked, disliked),
-                          prompt_dropout=variant.prompt_dropout)
+        images = generate(PROMPT, seeds, variant.feedback(liked, disliked), prompt_dropout=variant.prompt_dropout)
         readings = [read(image) for image in images]
         counts = {
             "liked": share(readings, liked_factor),

@@ -73,3 +73,19 @@ def test_fabric_steers_the_miniature_in_the_webui(webui, miniature):
     assert red["liked"] >= max(2 * red["vanilla"], red["vanilla"] + 8), red
     assert dark_or_blue["disliked"] <= dark_or_blue["vanilla"] // 2, dark_or_blue
     assert min(circles["liked"], circles["disliked"]) >= circles["vanilla"] - 4, circles
+
+
+def test_the_quality_benchmark_runs_through_the_webui(webui, miniature, capsys):
+    from fabric.quality import single_shot
+    from fabric.quality.__main__ import main
+
+    before = webui.options(["fabric_reference_rows"])["fabric_reference_rows"]
+    main(["--webui", str(webui.client.base_url), "--seeds", "4", "--users", "1", "--rounds", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert miniature in result["webui"] and ("Forge" if webui.forge else "A1111") in result["webui"]
+    rows = {row["variant"]: row for row in result["single_shot"]}
+    assert list(rows) == [v.name for v in single_shot.VARIANTS] and all(r["n"] == 4 for r in rows.values())
+    assert rows["vanilla"]["saturation"] == 0  # every row is compared with the webui's own vanilla
+    assert [r["round"] for r in result["rounds_prompt_dropout_0.3"]] == [1, 2]
+    # the separate-calls row set the webui's setting for its job only
+    assert webui.options(["fabric_reference_rows"])["fabric_reference_rows"] == before
