@@ -14,6 +14,15 @@ Two things the API cannot say are done here as the script would do them:
   the prompt the script would have sampled;
 - references in separate UNet calls: the webui's setting `fabric_reference_rows` is set for the
   job and put back after it (Forge always runs them separately).
+
+Every request sets the webui's Emphasis to "No norm" for itself (`override_settings`, which the
+webui undoes after the job), where the webui has that setting (A1111 1.8 and later, Forge). Its
+default, "Original", rescales the prompt's embedding by its mean before and after the weights
+(A1111 v1.10.1 modules/sd_emphasis.py:41-46); the miniature's untrained text encoder ends in a
+LayerNorm of weight 1 and bias 0, so that mean is near zero, and for the prompt "circle" (what
+prompt dropout makes of "a circle") it is exactly 0.0: the webui divides 0 by 0 and stops the job
+with "A tensor with NaNs was produced in Unet". With every weight 1, "No norm" gives the same
+embedding as "Original" wherever "Original" gives a number.
 """
 from __future__ import annotations
 
@@ -39,12 +48,15 @@ class WebuiGenerator:
     """generate(prompt, seeds, feedback, prompt_dropout=...) through a webui, as
     fabric.miniature.generate.generate does it on the engine."""
 
-    def __init__(self, url: str, checkpoint: str | None = None, timeout: float = 3600):
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(self, url: str, checkpoint: str | None = None, timeout: float = 3600,
+                 transport: httpx.BaseTransport | None = None):
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
         self.url = url
         if checkpoint:
             self._post("/sdapi/v1/options", {"sd_model_checkpoint": checkpoint})
-        self.checkpoint = self.client.get("/sdapi/v1/options").json().get("sd_model_checkpoint")
+        options = self.client.get("/sdapi/v1/options").json()
+        self.checkpoint = options.get("sd_model_checkpoint")
+        self.override_settings = {"emphasis": "No norm"} if "emphasis" in options else {}
 
     def describe(self) -> str:
         flavour = "Forge" if "forge_preset" in self.client.get("/sdapi/v1/options").json() else "A1111"
@@ -64,7 +76,8 @@ class WebuiGenerator:
                  prompt_dropout: float = 0.0) -> np.ndarray:
         body = {"prompt": prompt, "negative_prompt": "", "width": IMAGE_SIZE, "height": IMAGE_SIZE,
                 "steps": STEPS, "cfg_scale": CFG_SCALE, "sampler_name": "Euler", "seed": seeds[0],
-                "batch_size": len(seeds), "n_iter": 1, "save_images": False, "send_images": True}
+                "batch_size": len(seeds), "n_iter": 1, "save_images": False, "send_images": True,
+                "override_settings": self.override_settings}
         if feedback is not None:
             body["alwayson_scripts"] = {"FABRIC": {"args": [fabric_args(feedback, prompt_dropout)]}}
         result = self._post("/sdapi/v1/txt2img", body)
