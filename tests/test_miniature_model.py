@@ -125,7 +125,7 @@ def test_the_quality_benchmark_ends_with_a_json_line(weights, capsys):
     main(["--weights", str(weights), "--seeds", "2", "--users", "1", "--rounds", "2", "--only", "rounds"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rounds = result["rounds_defaults"]
-    assert {"rounds_prompt_dropout_0.3", "rounds_neg_scale_0.2"} <= set(result)
+    assert {"rounds_prompt_dropout_0.3", "rounds_neg_scale_0.2", "rounds_liked_only"} <= set(result)
     assert [r["round"] for r in rounds] == [1, 2]
     # round 1 has no feedback yet: FABRIC's batch is vanilla's
     assert rounds[0]["FABRIC_mean"] == rounds[0]["vanilla_mean"]

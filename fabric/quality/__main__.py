@@ -21,12 +21,14 @@ from ..miniature.model import WEIGHTS, load
 from . import rounds, single_shot
 from .webui_generator import WebuiGenerator
 
-# The rounds' settings: the defaults, the paper's prompt dropout, and the neg scale that the
-# single-shot table finds keeps the liked set's pull with both sets.
+# The rounds' settings: the defaults, the paper's prompt dropout, the neg scale that the
+# single-shot table finds keeps the liked set's pull with both sets, and the liked images alone
+# (neg scale 0: each round's farthest image is still collected, but weighs nothing).
 ROUNDS = [
     ("defaults", 0.0, Schedule()),
     ("prompt dropout 0.3", 0.3, Schedule()),
     ("neg scale 0.2", 0.0, Schedule(neg_scale=0.2)),
+    ("liked only", 0.0, Schedule(neg_scale=0.0)),
 ]
 
 
