@@ -57,10 +57,10 @@ class WebuiGenerator:
         options = self.client.get("/sdapi/v1/options").json()
         self.checkpoint = options.get("sd_model_checkpoint")
         self.override_settings = {"emphasis": "No norm"} if "emphasis" in options else {}
+        self.flavour = "Forge" if "forge_preset" in options else "A1111"
 
     def describe(self) -> str:
-        flavour = "Forge" if "forge_preset" in self.client.get("/sdapi/v1/options").json() else "A1111"
-        return f"{flavour} webui at {self.url}, checkpoint {self.checkpoint}"
+        return f"{self.flavour} webui at {self.url}, checkpoint {self.checkpoint}"
 
     def __call__(self, prompt: str, seeds: list[int], feedback: Feedback | None = None, *,
                  prompt_dropout: float = 0.0) -> np.ndarray:
