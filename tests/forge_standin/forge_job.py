@@ -132,26 +132,30 @@ def conds(model: FakeForgeModel, prompts: list[str], size: int):
 
 def sample(p: P, hooks=(), *, steps: int = 4, size: int = 8, seeds=(1,), prompt="a fox", negative="",
            extra_conds: int = 0, max_entries=None, x=None, first_step: int = 0, refiner=None,
-           switch_at: float = 0.5, denoiser_callbacks=()) -> torch.Tensor:
+           switch_at: float = 0.5, denoiser_callbacks=(), schedule: torch.Tensor | None = None) -> torch.Tensor:
     """One sampling pass, Euler, as Forge runs it: reset forge_objects, the scripts' hooks
     (callables (p, x=...)), then sampling_function with the patcher in forge_objects.unet.
-    extra_conds adds AND sub-prompts (more COND entries); max_entries splits the UNet calls; a
-    refiner model takes over at switch_at; denoiser_callbacks are the on_cfg_denoiser callbacks."""
+    prompt is one for the batch or a list of one per image; extra_conds adds AND sub-prompts
+    (more COND entries); max_entries splits the UNet calls; a refiner model takes over at
+    switch_at; denoiser_callbacks are the on_cfg_denoiser callbacks; schedule, the sigmas ending
+    in 0, replaces the log-linear one of `steps` steps."""
     from backend.sampling.sampling_function import sampling_prepare
     from modules.script_callbacks import CFGDenoiserParams
 
     model = p.sd_model
     model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
-    sig = sigmas(model, steps)[first_step:]
+    sig = (sigmas(model, steps) if schedule is None else schedule)[first_step:]
     if x is None:
         x = torch.stack([torch.randn(4, size, size, generator=torch.Generator().manual_seed(s)) for s in seeds]) * sig[0]
     for hook in hooks:
         hook(p, x=x)
     batch = x.shape[0]
 
+    prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt] * batch
+
     def conditioning(model):
-        cond = [conds(model, [prompt] * batch, size)]
-        cond += [conds(model, [f"{prompt} {i}"] * batch, size) for i in range(extra_conds)]
+        cond = [conds(model, prompts, size)]
+        cond += [conds(model, [f"{text} {i}" for text in prompts], size) for i in range(extra_conds)]
         return cond, None if p.cfg_scale == 1 else [conds(model, [negative] * batch, size)]
 
     cond, uncond = conditioning(model)

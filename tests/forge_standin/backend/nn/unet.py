@@ -17,6 +17,12 @@ Facts encoded:
   ("last", 0) and calls every block modifier (h, 'before'|'after', transformer_options) around
   each; `y` enters through label_emb when the model has classes (SDXL's ADM vector), and is
   asserted present exactly then (:701).
+- The modules carry ldm's parameter names, which Forge's loader keeps (a checkpoint's
+  `model.diffusion_model.*` keys load as they are): GroupNorm of 32 groups (eps 1e-6 in the
+  SpatialTransformer), proj_in/proj_out 1x1 convolutions unless use_linear (:282-323), the
+  feed-forward a GEGLU (`ff.net.0.proj`, `ff.net.2`, :104-130), ResBlock out_layers
+  (norm, SiLU, Dropout, conv) (:377-431), heads = channels // head channels (:562-567). So the
+  miniature's UNet (fabric/miniature, ldm's UNetModel) loads into it unchanged.
 """
 import math
 
@@ -57,6 +63,25 @@ class CrossAttention(nn.Module):
         return self.to_out(attention_function(q, k, v, self.heads, mask))
 
 
+class GEGLU(nn.Module):
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x):
+        x, gate = self.proj(x).chunk(2, dim=-1)
+        return x * nn.functional.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim, mult=4):
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class BasicTransformerBlock(nn.Module):
     def __init__(self, dim, n_heads, d_head, context_dim):
         super().__init__()
@@ -65,7 +90,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn2 = CrossAttention(dim, context_dim=context_dim, heads=n_heads, dim_head=d_head)
         self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
+        self.ff = FeedForward(dim)
         self.norm3 = nn.LayerNorm(dim)
         self.n_heads = n_heads
         self.d_head = d_head
@@ -105,30 +130,43 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    def __init__(self, channels, n_heads, d_head, context_dim, depth=1):
+    def __init__(self, channels, n_heads, d_head, context_dim, depth=1, use_linear=True):
         super().__init__()
-        self.norm = nn.GroupNorm(8, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, n_heads * d_head)
+        inner = n_heads * d_head
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.use_linear = use_linear
+        self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(n_heads * d_head, n_heads, d_head, context_dim) for _ in range(depth)])
-        self.proj_out = nn.Linear(n_heads * d_head, channels)
+            [BasicTransformerBlock(inner, n_heads, d_head, context_dim) for _ in range(depth)])
+        self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
 
     def forward(self, x, context=None, transformer_options={}):
         b, c, h, w = x.shape
         x_in = x
-        x = self.proj_in(self.norm(x).reshape(b, c, h * w).transpose(1, 2))
+        x = self.norm(x)
+        if not self.use_linear:
+            x = self.proj_in(x)
+        x = x.reshape(b, -1, h * w).transpose(1, 2)
+        if self.use_linear:
+            x = self.proj_in(x)
         for i, block in enumerate(self.transformer_blocks):
             transformer_options["block_index"] = i
             x = block(x, context=context, transformer_options=transformer_options)
-        return self.proj_out(x).transpose(1, 2).reshape(b, c, h, w) + x_in
+        if self.use_linear:
+            x = self.proj_out(x)
+        x = x.transpose(1, 2).reshape(b, -1, h, w)
+        if not self.use_linear:
+            x = self.proj_out(x)
+        return x + x_in
 
 
 class ResBlock(TimestepBlock):
     def __init__(self, channels, emb_channels, out_channels):
         super().__init__()
-        self.in_layers = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
-        self.out_layers = nn.Sequential(nn.GroupNorm(8, out_channels), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.out_layers = nn.Sequential(nn.GroupNorm(32, out_channels), nn.SiLU(), nn.Dropout(0.0),
+                                        nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x, emb, transformer_options={}):
@@ -175,10 +213,13 @@ class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
 
 
 class IntegratedUNet2DConditionModel(nn.Module):
-    """Two levels (32 and 64 channels), a transformer after every ResBlock: 7 attn1 layers at
-    ("input", 1, 0), ("input", 3, 0), ("middle", 0, 0), ("output", 0..3, 0)."""
+    """Two levels (model_channels and twice that), one ResBlock each, a transformer after every
+    ResBlock: 7 attn1 layers at ("input", 1, 0), ("input", 3, 0), ("middle", 0, 0),
+    ("output", 0..3, 0). With model_channels 64, context_dim 768, head_channels 32 and
+    use_linear False it is the miniature's UNet (fabric/miniature/model.py UNET_CONFIG)."""
 
-    def __init__(self, in_channels=4, model_channels=32, context_dim=32, head_channels=16, adm_in_channels=None):
+    def __init__(self, in_channels=4, model_channels=32, context_dim=32, head_channels=16, adm_in_channels=None,
+                 use_linear=True):
         super().__init__()
         self.in_channels = in_channels
         self.model_channels = model_channels
@@ -190,7 +231,7 @@ class IntegratedUNet2DConditionModel(nn.Module):
         c1, c2 = model_channels, model_channels * 2
 
         def st(ch):
-            return SpatialTransformer(ch, ch // head_channels, head_channels, context_dim)
+            return SpatialTransformer(ch, ch // head_channels, head_channels, context_dim, use_linear=use_linear)
 
         self.input_blocks = nn.ModuleList([
             TimestepEmbedSequential(nn.Conv2d(in_channels, c1, 3, padding=1)),
@@ -205,7 +246,7 @@ class IntegratedUNet2DConditionModel(nn.Module):
             TimestepEmbedSequential(ResBlock(c2 + c1, emb, c1), st(c1)),
             TimestepEmbedSequential(ResBlock(c1 + c1, emb, c1), st(c1)),
         ])
-        self.out = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, 4, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(32, c1), nn.SiLU(), nn.Conv2d(c1, 4, 3, padding=1))
 
     def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
         transformer_options["original_shape"] = list(x.shape)
